@@ -1,0 +1,389 @@
+r"""CAMERAS: Algorithm 1 of Jalwana, Akhtar, Bennamoun & Mian, CVPR 2021.
+
+*CAMERAS: Enhanced Resolution And Sanity preserving Class Activation Mapping for image
+saliency.* A CAM-style map is blurry because the last convolutional block sees the image on a
+coarse grid (7x7 for a 224 px input to ResNet-50). CAMERAS feeds the image at several
+*larger* sizes, so that the same layer sees it on finer grids, and fuses what it sees:
+
+1. for each size :math:`s` in ``sizes`` (paper: up to ~1000 px in 7 steps; the authors' code:
+   224, 324, ..., 924), upsample the input :math:`I` (bicubic) to :math:`I_s`;
+2. record the activations :math:`A_s` of the layer and the gradients
+   :math:`G_s = \partial S_c / \partial A_s` of the class logit :math:`S_c`;
+3. bring both back to the input grid with bilinear interpolation :math:`U_s`;
+4. average over the sizes whose top-1 prediction still matches the reference size's:
+   :math:`\bar A = \frac1n \sum_s U_s A_s`, :math:`\bar G = \frac1n \sum_s U_s G_s`;
+5. :math:`\Psi = \mathrm{ReLU}(\sum_k \bar A_k \odot \bar G_k)`, min-max normalised to [0, 1].
+
+**Exact and fast.** Materialising :math:`U_s A_s` costs ``K x H x W`` numbers per size and
+tensor (2048 x 224 x 224 for ResNet-50: 0.4 GB, about 0.6 s per interpolation on two CPU
+cores). The map only needs :math:`\sum_k \bar A_k \bar G_k`, and bilinear interpolation is
+separable, :math:`U_s = R^y_s \otimes R^x_s` with 1-D interpolation matrices that have two
+non-zeros per row. We therefore
+
+* interpolate along *one* axis only, :math:`A^y_s = R^y_s A_s` (``H x K x w_s``), and
+  concatenate all sizes along the remaining axis (width :math:`w = \sum_s w_s`);
+* take, per output row, the inner products over channels of all column pairs,
+  :math:`Q(y) = A^y(y)^\top G^y(y)` (one batched matmul, ``H x w x w``);
+* finish the other axis in that small space:
+  :math:`\Psi(y, x) = \sum_{a,b} R^x(x, a)\, Q(y)_{ab}\, R^x(x, b)`.
+
+This is the same number up to floating-point rounding (the tests check float64 agreement with
+the plain per-image, per-size loop of :mod:`cameras.reference` to 1e-6) at a fraction of the
+cost, processed in row blocks so memory stays bounded.
+
+**Differences from the authors' code** (github.com/VisMIL/CAMERAS):
+
+* *Non-square inputs* keep their aspect ratio: each size :math:`s` scales both sides by
+  :math:`s / \min(H, W)`. The authors resize every input to ``s x s`` squares, which
+  distorts non-square images; for square inputs the two agree.
+* *An all-zero map* (every location is negative before the ReLU) is returned as zeros; the
+  authors' min-max division returns NaN there.
+* *Batches:* the B images go through the model together at each size.
+
+The reference size is ``sizes[0]``: its top-1 decides which other sizes are kept (with
+``targets=None``) and, as in the authors' code, a size equal to the input's shorter side uses
+the input unresampled. With explicit targets every size is kept (as in the authors' code).
+Maps are returned on the input's own grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .hooks import LayerCapture
+
+__all__ = [
+    "Cameras",
+    "cameras",
+    "DEFAULT_SIZES",
+    "normalize_maps",
+    "as_targets",
+    "resize_to",
+    "scaled_shape",
+    "interpolation_matrix",
+    "fuse_maps",
+]
+
+DEFAULT_SIZES: tuple[int, ...] = tuple(range(224, 1000, 100))  # 224, 324, ..., 924 (authors' code)
+
+
+# ----------------------------------------------------------------------------------------
+# small, shared helpers
+# ----------------------------------------------------------------------------------------
+def normalize_maps(maps: Tensor) -> Tensor:
+    """Min-max normalise each map of a ``(B, ...)`` tensor to [0, 1].
+
+    A constant map (in particular an all-zero map) becomes all zeros, never NaN.
+    """
+    flat = maps.reshape(maps.shape[0], -1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    span = hi - lo
+    # Spans that vanish relative to the map's magnitude are rounding noise: treat as constant.
+    tiny = span <= torch.finfo(flat.dtype).eps * hi.abs().clamp_min(torch.finfo(flat.dtype).tiny)
+    out = torch.where(tiny, torch.zeros_like(flat), (flat - lo) / torch.where(tiny, 1, span))
+    return out.reshape(maps.shape)
+
+
+def as_targets(targets, batch: int, num_classes: int, device=None) -> Tensor:
+    """Validate ``targets`` (an int, ``B`` ints or a LongTensor) into a ``(B,)`` LongTensor."""
+    if isinstance(targets, bool):
+        raise TypeError("targets must be None, an int, or a sequence/tensor of ints, not a bool")
+    if isinstance(targets, int):
+        t = torch.full((batch,), targets, dtype=torch.long)
+    elif isinstance(targets, Tensor):
+        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            raise TypeError(f"targets must hold integers, got a tensor of dtype {targets.dtype}")
+        t = targets.reshape(-1).to(torch.long)
+        if targets.dim() == 0:
+            t = t.expand(batch)
+    elif isinstance(targets, Sequence) and not isinstance(targets, str):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in targets):
+            try:
+                import numpy as np
+
+                ok = all(isinstance(v, np.integer) for v in targets)
+            except ImportError:  # pragma: no cover
+                ok = False
+            if not ok:
+                raise TypeError("targets must be ints (class indices)")
+        t = torch.as_tensor([int(v) for v in targets], dtype=torch.long)
+    else:
+        try:
+            import numpy as np
+
+            if isinstance(targets, np.ndarray) and np.issubdtype(targets.dtype, np.integer):
+                return as_targets(torch.from_numpy(targets), batch, num_classes, device)
+        except ImportError:  # pragma: no cover
+            pass
+        raise TypeError(
+            f"targets must be None, an int, or a sequence/tensor of ints, got {type(targets).__name__}"
+        )
+    if t.numel() != batch:
+        raise ValueError(f"got {t.numel()} targets for a batch of {batch} images")
+    bad = (t < 0) | (t >= num_classes)
+    if bool(bad.any()):
+        raise ValueError(
+            f"target class {int(t[bad][0])} is out of range for a model with {num_classes} classes"
+        )
+    return t.to(device) if device is not None else t
+
+
+def _check_images(images) -> Tensor:
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"images must be a (B, C, H, W) float tensor, got {type(images).__name__}; "
+            "use cameras.images / the model's preprocess to turn files or arrays into tensors"
+        )
+    if images.dim() == 3:
+        raise ValueError(
+            f"images must be a batch (B, C, H, W); got a single image of shape {tuple(images.shape)} "
+            "(use images.unsqueeze(0))"
+        )
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images must be a normalised float tensor, got dtype {images.dtype} "
+            "(convert to float and apply the model's normalisation)"
+        )
+    if min(images.shape) == 0:
+        raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain NaN or infinite values")
+    return images
+
+
+def _check_sizes(sizes) -> tuple[int, ...]:
+    if isinstance(sizes, int):
+        sizes = (sizes,)
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise TypeError(f"sizes must be a sequence of ints, got {type(sizes).__name__}") from None
+    if not sizes:
+        raise ValueError("sizes must contain at least one size")
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, int) and not (hasattr(s, "__index__")):
+            raise TypeError(f"sizes must be ints (pixels of the shorter side), got {s!r}")
+        if int(s) < 8:
+            raise ValueError(f"each size must be at least 8 pixels, got {int(s)}")
+    return tuple(int(s) for s in sizes)
+
+
+def scaled_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """Shape of an ``height x width`` image whose shorter side is scaled to ``size``."""
+    short = min(height, width)
+    return max(1, round(height * size / short)), max(1, round(width * size / short))
+
+
+def resize_to(images: Tensor, size: int) -> Tensor:
+    """Bicubic (align_corners=False) resize so that the shorter side is ``size`` pixels.
+
+    A size equal to the input's shorter side returns the input itself (as the authors' code
+    does for its first size).
+    """
+    h, w = images.shape[-2:]
+    shape = scaled_shape(h, w, size)
+    if shape == (h, w):
+        return images
+    return F.interpolate(images, size=shape, mode="bicubic", align_corners=False)
+
+
+def interpolation_matrix(n_in: int, n_out: int, dtype=torch.float32, device=None) -> Tensor:
+    """The ``(n_out, n_in)`` matrix of 1-D linear interpolation (align_corners=False).
+
+    Built by interpolating the identity with :func:`torch.nn.functional.interpolate`, so it is
+    exactly PyTorch's bilinear weights along one axis (bilinear = outer product of two).
+    """
+    eye = torch.eye(n_in, dtype=dtype, device=device).unsqueeze(0)  # (1, n_in channels, n_in)
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
+
+
+# ----------------------------------------------------------------------------------------
+# the fusion step (Algorithm 1, lines 6-9), exact and without K x H x W tensors
+# ----------------------------------------------------------------------------------------
+def fuse_maps(
+    activations: Sequence[Tensor],
+    gradients: Sequence[Tensor],
+    weights: Tensor,
+    out_shape: tuple[int, int],
+    block_bytes: int = 64 * 2**20,
+) -> Tensor:
+    r"""``ReLU(sum_k Abar_k Gbar_k)`` on the ``out_shape`` grid, before normalisation.
+
+    Parameters
+    ----------
+    activations, gradients:
+        One ``(B, K, h_s, w_s)`` tensor per size (the layer's grid at that size).
+    weights:
+        ``(S, B)``: the weight of size ``s`` in image ``b``'s average, i.e. ``keep / n_kept``
+        (zero for the sizes an image does not keep).
+    out_shape:
+        ``(H, W)``, the grid the maps are brought back to (bilinear, align_corners=False).
+
+    Returns ``(B, H, W)``: :math:`\mathrm{ReLU}(\sum_k \bar A_k \bar G_k)` with
+    :math:`\bar A = \sum_s w_s U_s A_s` (and likewise :math:`\bar G`), computed through
+    per-row channel inner products of the column-interpolated signals (see module docstring).
+    """
+    H, W = out_shape
+    A0 = activations[0]
+    B, K = A0.shape[:2]
+    dtype, device = A0.dtype, A0.device
+    # Interpolate along the shorter output axis last: cost ~ (long side) * (sum of short widths)^2.
+    transpose = H < W
+    if transpose:
+        activations = [a.transpose(-1, -2) for a in activations]
+        gradients = [g.transpose(-1, -2) for g in gradients]
+        H, W = W, H
+    ry = [interpolation_matrix(a.shape[-2], H, dtype, device) for a in activations]
+    rx = torch.cat([interpolation_matrix(a.shape[-1], W, dtype, device) for a in activations], 1)
+    wt = weights.to(dtype=dtype, device=device)  # (S, B)
+    width = rx.shape[1]
+    out = torch.empty(B, H, W, dtype=dtype, device=device)
+    # rows per block: the two (B, rows, K, width) tensors dominate the memory
+    rows = max(1, min(H, block_bytes // max(1, 2 * B * K * width * A0.element_size())))
+    for y0 in range(0, H, rows):
+        y1 = min(H, y0 + rows)
+        ay = torch.cat(
+            [
+                torch.einsum("yi,bkiw->bykw", r[y0:y1], a) * w.view(B, 1, 1, 1)
+                for r, a, w in zip(ry, activations, wt, strict=True)
+            ],
+            dim=-1,
+        )  # (B, rows, K, width)
+        gy = torch.cat(
+            [
+                torch.einsum("yi,bkiw->bykw", r[y0:y1], g) * w.view(B, 1, 1, 1)
+                for r, g, w in zip(ry, gradients, wt, strict=True)
+            ],
+            dim=-1,
+        )
+        q = ay.transpose(-1, -2) @ gy  # (B, rows, width, width): sum over channels
+        del ay, gy
+        out[:, y0:y1] = ((q @ rx.T) * rx.T).sum(dim=-2)  # sum_ab rx[x,a] q[a,b] rx[x,b]
+    if transpose:
+        out = out.transpose(-1, -2)
+    return out.clamp_min_(0)
+
+
+# ----------------------------------------------------------------------------------------
+# Algorithm 1
+# ----------------------------------------------------------------------------------------
+class Cameras:
+    """CAMERAS saliency for ``model`` at ``layer`` (Jalwana et al., CVPR 2021, Algorithm 1).
+
+    Parameters
+    ----------
+    model:
+        An image classifier returning logits ``(B, num_classes)``; use it in eval mode.
+    layer:
+        Name of the layer whose activations are fused (the paper: the last conv block, e.g.
+        ``"layer4"`` for ResNet-50, ``"features"`` for DenseNet-121, ``"Mixed_7c"`` for
+        Inception-v3), or the module itself.
+    sizes:
+        Shorter-side lengths of the upsampled inputs; ``sizes[0]`` is the reference size.
+        Default: the authors' 224, 324, ..., 924.
+    batch_size:
+        Images pushed through the model together (``None``: the whole batch).
+    progress:
+        Show a progress bar over sizes (``None``: only when the total work is large).
+
+    Call with ``images`` ``(B, 3, H, W)`` (normalised, any float dtype and device) and
+    ``targets`` (``None`` = each image's own top-1 at the reference size, an int, or ``B``
+    ints / a LongTensor). Returns maps ``(B, H, W)`` in [0, 1] on the images' device.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module = "layer4",
+        sizes: Sequence[int] = DEFAULT_SIZES,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.layer = layer
+        self.sizes = _check_sizes(sizes)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.progress = progress
+        LayerCapture(model, layer)  # validates the layer name now, with a helpful error
+        #: per call: ``(S, B)`` bool, which sizes each image kept; and the top-1 per size
+        self.kept: Tensor | None = None
+        self.predictions: Tensor | None = None
+
+    def __repr__(self) -> str:
+        return f"Cameras(layer={self.layer!r}, sizes={list(self.sizes)})"
+
+    def __call__(self, images: Tensor, targets=None) -> Tensor:
+        images = _check_images(images)
+        n = images.shape[0]
+        bs = self.batch_size or n
+        maps, kept, preds = [], [], []
+        for i in range(0, n, bs):
+            t = targets
+            if targets is not None and not isinstance(targets, int):
+                t = as_targets(targets, n, 2**62)[i : i + bs]
+            m, k, p = self._batch(images[i : i + bs], t)
+            maps.append(m)
+            kept.append(k)
+            preds.append(p)
+        self.kept = torch.cat(kept, dim=1)
+        self.predictions = torch.cat(preds, dim=1)
+        return torch.cat(maps)
+
+    def _batch(self, images: Tensor, targets) -> tuple[Tensor, Tensor, Tensor]:
+        if self.model.training:
+            import warnings
+
+            warnings.warn(
+                "the model is in training mode (batch norm / dropout make maps depend on the "
+                "batch); call model.eval() first",
+                stacklevel=3,
+            )
+        B, _, H, W = images.shape
+        acts, grads, keep, preds = [], [], [], []
+        show = self.progress if self.progress is not None else B * sum(
+            s * s for s in self.sizes
+        ) > 4 * 924 * 924
+        with LayerCapture(self.model, self.layer) as cap:
+            for i, size in enumerate(tqdm(self.sizes, desc="CAMERAS sizes", disable=not show, leave=False)):
+                logits = cap.forward(resize_to(images, size))
+                top1 = logits.argmax(dim=1)
+                if i == 0:
+                    reference = top1
+                    if targets is None:
+                        t = top1
+                    else:
+                        t = as_targets(targets, B, logits.shape[1], device=logits.device)
+                keep.append(torch.ones_like(top1, dtype=torch.bool) if targets is not None or i == 0
+                            else top1 == reference)
+                preds.append(top1)
+                grads.append(cap.gradients(logits, t))
+                acts.append(cap.activations.detach())
+                del logits
+        kept = torch.stack(keep)  # (S, B)
+        weights = kept.to(acts[0].dtype) / kept.sum(dim=0, keepdim=True)
+        maps = fuse_maps(acts, grads, weights, (H, W))
+        return normalize_maps(maps).to(images.dtype), kept, torch.stack(preds)
+
+
+def cameras(
+    model: nn.Module,
+    images: Tensor,
+    targets=None,
+    layer: str | nn.Module = "layer4",
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    **kwargs,
+) -> Tensor:
+    """Functional form, TorchRay style: ``cameras(model, images, targets, layer=..., sizes=...)``."""
+    return Cameras(model, layer=layer, sizes=sizes, **kwargs)(images, targets)
