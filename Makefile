@@ -143,25 +143,33 @@ define run_pytest
 	exit $$rc
 endef
 
+REPORTS := $(BUILDDIR)/test-reports
+
 lint: setup
 	@echo "== ruff check cameras tests"
 	$(BIN)/ruff check cameras tests
 
 pytest: setup
 	@echo "== pytest tests/"
-	@$(call run_pytest,package tests,tests)
+	@mkdir -p $(REPORTS)
+	@$(call run_pytest,package tests,tests --junit-xml=$(REPORTS)/package.xml)
 
 nbval: setup
 	@echo "== nbval on the chapters in _toc.yml with CAMERAS_PROFILE=ci: $(SOURCE_NBS)"
 	@if [ -z "$(strip $(SOURCE_NBS))" ]; then echo "ERROR: _toc.yml lists no chapter; nbval has nothing to run" >&2; exit 1; fi
 	@for nb in $(SOURCE_NBS); do [ -f "$$nb" ] || { echo "ERROR: _toc.yml lists $$nb, which does not exist" >&2; exit 1; }; done
+	@mkdir -p $(REPORTS)
 	@export CAMERAS_PROFILE=ci; \
-	$(call run_pytest,notebooks,-p no:cacheprovider --nbval-lax --nbval-kernel-name cameras $(SOURCE_NBS))
+	$(call run_pytest,notebooks,-p no:cacheprovider --nbval-lax --nbval-kernel-name cameras --junit-xml=$(REPORTS)/notebooks.xml $(SOURCE_NBS))
 
+# All three phases run even if one fails (make -k), then the summary; any failure -> exit 1.
 test: setup
-	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory lint pytest nbval; \
-	echo "== make test: all phases passed in $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); rm -rf $(REPORTS); rc=0; \
+	$(MAKE) --no-print-directory -k lint pytest nbval || rc=1; \
+	echo "== make test summary (ruff, pytest tests/, nbval on $(words $(SOURCE_NBS)) chapter(s))"; \
+	$(BIN)/python book/scripts/test_summary.py $(REPORTS)/package.xml $(REPORTS)/notebooks.xml || rc=1; \
+	if [ $$rc -ne 0 ]; then echo "== make test FAILED after $$(( $$(date +%s) - start )) s (see above)" >&2; exit 1; fi; \
+	echo "== make test passed in $$(( $$(date +%s) - start )) s"
 
 # ---------------------------------------------------------------------------- cleaning
 clean:
