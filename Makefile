@@ -61,7 +61,7 @@ $(BIN)/python:
 
 $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(PIP_FLAGS) -r requirements.txt
-	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps -e .
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
 	touch $@
 
 # The kernel papermill (-k cameras) and nbval (--nbval-kernel-name cameras) start. Its env
