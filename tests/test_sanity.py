@@ -1,0 +1,235 @@
+"""Tests for cameras.sanity: similarity metrics, cascading randomisation, adversarial sanity
+check and class sensitivity, on small seeded random CNNs and hand-made maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from cameras.sanity import (
+    adversarial_sanity,
+    cascade_blocks,
+    cascading_randomization,
+    class_sensitivity,
+    hog_similarity,
+    map_similarities,
+    randomize_block,
+    spearman,
+    ssim,
+    summarize_adversarial,
+)
+
+
+# -------------------------------------------------------------------------------------
+# helpers: a small CNN and three "methods"
+# -------------------------------------------------------------------------------------
+def small_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+        nn.Linear(16 * 16, 10),
+    ).eval()
+
+
+def images(n: int = 3, size: int = 32, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=g)
+    return F.avg_pool2d(x, 3, 1, 1)  # some spatial structure for the edge "method"
+
+
+def _norm(m: torch.Tensor) -> torch.Tensor:
+    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = m.flatten(1).max(1).values.view(-1, 1, 1)
+    return (m - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def input_gradient(model, x, t):
+    """A weight-dependent method: |d logit_t / d x|, max over channels."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        score = model(x).gather(1, t.view(-1, 1)).sum()
+        (g,) = torch.autograd.grad(score, x)
+    return _norm(g.abs().amax(1))
+
+
+def edges(model, x, t):
+    """A weight-independent 'method': gradient magnitude of the image (ignores model and class)."""
+    gray = x.mean(1, keepdim=True)
+    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]).view(1, 1, 3, 3)
+    gx = F.conv2d(gray, kx, padding=1)
+    gy = F.conv2d(gray, kx.transpose(2, 3), padding=1)
+    return _norm((gx**2 + gy**2).sqrt()[:, 0])
+
+
+# -------------------------------------------------------------------------------------
+# metrics
+# -------------------------------------------------------------------------------------
+def test_metrics_identical_maps_are_one_and_unrelated_maps_near_zero():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((64, 64)), rng.random((64, 64))
+    same = map_similarities(a, a)
+    assert all(v == pytest.approx(1.0) for v in same.values()), same
+    diff = map_similarities(a, b)
+    assert all(abs(v) < 0.15 for v in diff.values()), diff
+    assert spearman(a, 1 - a) == pytest.approx(-1.0)
+    assert spearman(a, 2 * a + 5) == pytest.approx(1.0)  # rank-based: monotone maps agree
+
+
+def test_metrics_on_structured_maps_and_degenerate_inputs():
+    yy, xx = np.mgrid[0:64, 0:64]
+    blob = np.exp(-((yy - 20) ** 2 + (xx - 20) ** 2) / 50.0)
+    moved = np.exp(-((yy - 44) ** 2 + (xx - 44) ** 2) / 50.0)
+    assert ssim(blob, blob + 0.01 * blob) > 0.95
+    assert hog_similarity(blob, moved) < hog_similarity(blob, blob)
+    zero = np.zeros((64, 64))
+    vals = map_similarities(zero, zero)
+    assert all(v == 1.0 for v in vals.values())
+    vals = map_similarities(zero, blob)
+    assert all(np.isfinite(v) for v in vals.values())
+    assert vals["spearman"] == 0.0 and vals["hog"] == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        spearman(blob, blob[:32])
+    with pytest.raises(ValueError, match="unknown metric"):
+        map_similarities(blob, blob, metrics=("pearson",))
+
+
+# -------------------------------------------------------------------------------------
+# cascading randomisation
+# -------------------------------------------------------------------------------------
+def test_cascade_blocks_orders_from_logits_down():
+    r18 = torchvision.models.resnet18(weights=None)
+    expected = ["fc"] + [f"layer{i}.{j}" for i in (4, 3, 2, 1) for j in (1, 0)] + ["bn1", "conv1"]
+    assert cascade_blocks(r18) == expected
+    assert cascade_blocks(small_cnn()) == ["6", "2", "0"]
+    wrapped = nn.Sequential(nn.Identity(), r18)  # e.g. a normalisation layer in front
+    assert cascade_blocks(wrapped)[:2] == ["1.fc", "1.layer4.1"]
+    with pytest.raises(ValueError, match="no parameters"):
+        cascade_blocks(nn.ReLU())
+
+
+def test_randomize_block_is_seeded_and_leaves_global_rng_alone():
+    a, b = small_cnn(), small_cnn()
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    randomize_block(a[6], seed=5)
+    after = torch.rand(1)
+    assert torch.equal(before, after)
+    randomize_block(b[6], seed=5)
+    assert torch.equal(a[6].weight, b[6].weight)
+    assert not torch.equal(a[6].weight, small_cnn()[6].weight)
+    randomize_block(b[6], seed=6)
+    assert not torch.equal(a[6].weight, b[6].weight)
+
+
+def test_cascade_detects_weight_independent_method_and_leaves_model_untouched():
+    model, x = small_cnn(), images()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    df = cascading_randomization({"gradient": input_gradient, "edges": edges}, model, x,
+                                 seed=0, progress=False)
+    # the original model is untouched
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    # expected depths and blocks, tidy columns
+    assert list(df.columns) == ["method", "image", "depth", "block", "metric", "value"]
+    assert sorted(df["depth"].unique()) == [0, 1, 2, 3]
+    assert df.groupby("depth")["block"].first().tolist() == ["none", "6", "2", "0"]
+    assert len(df) == 2 * 3 * 4 * 4  # methods x images x depths x metrics
+    assert df["value"].notna().all()
+
+    mean = df.groupby(["method", "depth"])["value"].mean()
+    # depth 0 recomputes on the untouched copy: identical maps
+    assert mean["gradient", 0] == pytest.approx(1.0)
+    # the weight-independent "method" keeps similarity 1 at every depth: the check fails it
+    assert (df[df.method == "edges"]["value"] > 1 - 1e-9).all()
+    # randomising the top layer already changes a gradient map
+    assert mean["gradient", 1] < 0.6
+    assert mean["gradient", 3] < 0.5
+    sp = df[(df.method == "gradient") & (df.metric == "spearman")].groupby("depth")["value"].mean()
+    assert sp[3] < sp[0] - 0.1
+
+
+def test_cascade_max_depth_and_registry_method():
+    model, x = small_cnn(), images(2)
+    df = cascading_randomization(["gradient"], model, x, max_depth=1, metrics=("spearman",),
+                                 progress=False)
+    assert sorted(df["depth"].unique()) == [0, 1]
+    assert set(df["method"]) == {"gradient"}
+    assert df["value"].between(-1, 1).all()
+    with pytest.raises(ValueError, match="unknown block"):
+        cascading_randomization({"e": edges}, model, x, blocks=["nope"], progress=False)
+
+
+# -------------------------------------------------------------------------------------
+# adversarial sanity check
+# -------------------------------------------------------------------------------------
+class RegionLinear(nn.Module):
+    """Logits depend only on the pixels inside a fixed region (a known ground truth)."""
+
+    def __init__(self, size: int = 32, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        region = torch.zeros(size, size)
+        region[4:12, 18:26] = 1.0  # 64 of 1024 pixel positions (6.25 %)
+        self.register_buffer("region", region)
+        self.fc = nn.Linear(3 * size * size, 10)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(10, 3 * size * size, generator=g))
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc((x * self.region).flatten(1))
+
+
+def test_adversarial_check_ranks_oracle_above_random_map():
+    model = RegionLinear().eval()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    oracle = model.region.expand(4, 32, 32)
+    random_map = torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(3))
+    df = adversarial_sanity(None, model, x, normalize=lambda t: t, maps={"oracle": oracle,
+                            "random_map": random_map}, ks=(2, 5), eps=8 / 255, steps=5,
+                            n_random=3, seed=0, progress=False)
+    assert set(df["selection"]) == {"top", "random", "bottom"}
+    assert (df["full_drop"] > 0).all()
+    s = summarize_adversarial(df).set_index(["method", "k"])
+    for k in (2.0, 5.0):
+        o, r = s.loc[("oracle", k)], s.loc[("random_map", k)]
+        assert o["top"] > o["random"] > o["bottom"]
+        assert o["bottom"] == pytest.approx(0.0, abs=1e-6)  # outside the region nothing happens
+        assert o["ordered"] == 1.0
+        assert o["top"] > r["top"] + 0.05
+    # the random sets are shared by all methods
+    rnd = df[df.selection == "random"].pivot_table(index=["image", "k"], columns="method", values="conf")
+    assert np.allclose(rnd["oracle"], rnd["random_map"])
+
+
+def test_adversarial_check_with_a_method_callable():
+    model = RegionLinear().eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    df = adversarial_sanity({"gradient": input_gradient}, model, x, normalize=lambda t: t,
+                            ks=(5,), steps=3, n_random=2, progress=False)
+    s = summarize_adversarial(df).iloc[0]
+    assert s["top"] > s["bottom"]  # input gradients are zero outside the region
+    with pytest.raises(ValueError, match="pixel space"):
+        adversarial_sanity({"g": input_gradient}, model, x * 3 - 1, normalize=lambda t: t)
+    with pytest.raises(ValueError, match="ks"):
+        adversarial_sanity({"g": input_gradient}, model, x, normalize=lambda t: t, ks=(0,))
+
+
+# -------------------------------------------------------------------------------------
+# class sensitivity
+# -------------------------------------------------------------------------------------
+def test_class_sensitivity_is_zero_for_a_class_independent_method():
+    model, x = small_cnn(), images()
+    df = class_sensitivity({"edges": edges, "gradient": input_gradient}, model, x, progress=False)
+    assert set(df["metric"]) == {"1-spearman", "1-ssim", "mad"}
+    assert (df["top1"] != df["least_likely"]).all()
+    mean = df.groupby(["method", "metric"])["value"].mean()
+    for metric in ("1-spearman", "1-ssim", "mad"):
+        assert mean["edges", metric] == pytest.approx(0.0, abs=1e-9)
+        assert mean["gradient", metric] > 0.01
