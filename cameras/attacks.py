@@ -168,6 +168,8 @@ def _check_images(images: Tensor) -> Tensor:
         raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
     if not images.is_floating_point():
         raise TypeError("images must be a floating point tensor in [0, 1]")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or inf")
     if images.numel() and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
         raise ValueError(
             "images must be in pixel space [0, 1] (not normalised); got values in "
@@ -491,6 +493,15 @@ def focused_pgd_attack(
     ``Psi`` is the CAMERAS map of the clean image for its predicted class, computed once with
     :class:`cameras.core.Cameras` (``layer``, ``cameras_kwargs``) unless ``saliency`` is given.
     All other keyword arguments go to :func:`pgd_attack`.
+
+    **Reachability.** The gradient of ``beta * ||p ⊙ (1 - Psi)||_2`` with respect to a pixel
+    is ``beta (1 - Psi_i)^2 p_i / ||p ⊙ (1 - Psi)||_2``: it does not depend on the pixel
+    units and does not shrink, while the gradient of the cross-entropy shrinks like
+    ``1 - p_target`` as the target's confidence approaches 1. The minimiser of Eq. 4 can
+    therefore lie *below* a high confidence target such as 0.9999; with sign steps the
+    iterate then oscillates there, the stopping rule never fires and the image counts as a
+    failure after ``max_iter``. This is why :func:`compare_attacks` reports success rates
+    beside the paired norms; sweep ``beta`` to see the trade-off.
     """
     if saliency is None:
         saliency = cameras_saliency(
