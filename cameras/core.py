@@ -27,9 +27,14 @@ non-zeros per row. We therefore
 * finish the other axis in that small space:
   :math:`\Psi(y, x) = \sum_{a,b} R^x(x, a)\, Q(y)_{ab}\, R^x(x, b)`.
 
-This is the same number up to floating-point rounding (the tests check float64 agreement with
-the plain per-image, per-size loop of :mod:`cameras.reference` to 1e-6) at a fraction of the
-cost, processed in row blocks so memory stays bounded.
+When the gradients at a size are spatially constant (the layer feeds a global average pool
+directly: ``layer4`` of ResNet-50, ``Mixed_7c`` of Inception-v3) their interpolation is that
+constant, :math:`\bar G` has a rank-one part :math:`\hat g`, and its share of the map is
+:math:`\sum_s w_s U_s(\hat g^\top A_s)`: a projection at low resolution and a one-channel
+upsampling. Both routes give the same number up to floating-point rounding (the tests check
+float64 agreement with the plain per-image, per-size loop of :mod:`cameras.reference` to 1e-6,
+for ResNet-18 and for DenseNet-121, whose gradients vary in space) at a fraction of the cost,
+processed in row blocks so memory stays bounded.
 
 **Differences from the authors' code** (github.com/VisMIL/CAMERAS):
 
@@ -226,50 +231,72 @@ def fuse_maps(
         (zero for the sizes an image does not keep).
     out_shape:
         ``(H, W)``, the grid the maps are brought back to (bilinear, align_corners=False).
+    block_bytes:
+        Memory budget for the interpolated rows held at once.
 
     Returns ``(B, H, W)``: :math:`\mathrm{ReLU}(\sum_k \bar A_k \bar G_k)` with
-    :math:`\bar A = \sum_s w_s U_s A_s` (and likewise :math:`\bar G`), computed through
-    per-row channel inner products of the column-interpolated signals (see module docstring).
+    :math:`\bar A = \sum_s w_s U_s A_s` (and likewise :math:`\bar G`).
+
+    Two exact routes, chosen per size:
+
+    * gradients that are *spatially constant* at a size (the layer feeds a global average
+      pool directly, as ``layer4`` of ResNet-50 or ``Mixed_7c`` of Inception-v3 do) interpolate
+      to the same constant, so their part of :math:`\bar G` is one vector :math:`\hat g` and
+      their part of the map is :math:`\sum_s w_s U_s (\hat g^\top A_s)`: a projection at low
+      resolution and a one-channel upsampling;
+    * the other sizes go through the row-wise channel inner products of the module docstring.
     """
     H, W = out_shape
     A0 = activations[0]
     B, K = A0.shape[:2]
     dtype, device = A0.dtype, A0.device
-    # Interpolate along the shorter output axis last: cost ~ (long side) * (sum of short widths)^2.
-    transpose = H < W
-    if transpose:
-        activations = [a.transpose(-1, -2) for a in activations]
-        gradients = [g.transpose(-1, -2) for g in gradients]
-        H, W = W, H
-    ry = [interpolation_matrix(a.shape[-2], H, dtype, device) for a in activations]
-    rx = torch.cat([interpolation_matrix(a.shape[-1], W, dtype, device) for a in activations], 1)
     wt = weights.to(dtype=dtype, device=device)  # (S, B)
-    width = rx.shape[1]
+    acts = [a * w.view(B, 1, 1, 1) for a, w in zip(activations, wt, strict=True)]
+    grads = [g * w.view(B, 1, 1, 1) for g, w in zip(gradients, wt, strict=True)]
+    constant = [bool((g == g[..., :1, :1]).all()) for g in grads]
+    out = torch.zeros(B, H, W, dtype=dtype, device=device)
+    if any(constant):  # rank-one part: ghat . Abar
+        ghat = sum(g[..., 0, 0] for g, c in zip(grads, constant, strict=True) if c)  # (B, K)
+        for a in acts:
+            proj = torch.einsum("bk,bkhw->bhw", ghat, a).unsqueeze(1)
+            out += F.interpolate(proj, (H, W), mode="bilinear", align_corners=False)[:, 0]
+    varying = [g for g, c in zip(grads, constant, strict=True) if not c]
+    if varying:
+        out += _fuse_rows(acts, varying, (H, W), block_bytes)
+    return out.clamp_min_(0)
+
+
+def _fuse_rows(acts, grads, out_shape, block_bytes) -> Tensor:
+    """sum_k (sum_s U_s A_s)_k (sum_t U_t G_t)_k through row-wise channel inner products."""
+    H, W = out_shape
+    B, K = acts[0].shape[:2]
+    dtype, device = acts[0].dtype, acts[0].device
+    transpose = H < W  # finish along the shorter axis: cost ~ long side * (sum of widths)^2
+    if transpose:
+        acts = [a.transpose(-1, -2) for a in acts]
+        grads = [g.transpose(-1, -2) for g in grads]
+        H, W = W, H
+    # channels innermost: (B, h, w * K), so that interpolating rows is one matmul per size
+    acts = [a.permute(0, 2, 3, 1).reshape(B, a.shape[2], -1) for a in acts]
+    grads = [g.permute(0, 2, 3, 1).reshape(B, g.shape[2], -1) for g in grads]
+    ry_a = [interpolation_matrix(a.shape[1], H, dtype, device) for a in acts]
+    ry_g = [interpolation_matrix(g.shape[1], H, dtype, device) for g in grads]
+    rx_a = torch.cat([interpolation_matrix(a.shape[2] // K, W, dtype, device) for a in acts], 1)
+    rx_g = torch.cat([interpolation_matrix(g.shape[2] // K, W, dtype, device) for g in grads], 1)
+    width = rx_a.shape[1] + rx_g.shape[1]
+    rows = max(1, min(H, block_bytes // max(1, B * K * width * acts[0].element_size())))
     out = torch.empty(B, H, W, dtype=dtype, device=device)
-    # rows per block: the two (B, rows, K, width) tensors dominate the memory
-    rows = max(1, min(H, block_bytes // max(1, 2 * B * K * width * A0.element_size())))
+
+    def interp(ts, rs, y0, y1):  # (B, n, sum of widths, K), y-interpolated, sizes side by side
+        n = y1 - y0
+        return torch.cat([(r[y0:y1] @ t).view(B, n, -1, K) for r, t in zip(rs, ts, strict=True)], 2)
+
     for y0 in range(0, H, rows):
         y1 = min(H, y0 + rows)
-        ay = torch.cat(
-            [
-                torch.einsum("yi,bkiw->bykw", r[y0:y1], a) * w.view(B, 1, 1, 1)
-                for r, a, w in zip(ry, activations, wt, strict=True)
-            ],
-            dim=-1,
-        )  # (B, rows, K, width)
-        gy = torch.cat(
-            [
-                torch.einsum("yi,bkiw->bykw", r[y0:y1], g) * w.view(B, 1, 1, 1)
-                for r, g, w in zip(ry, gradients, wt, strict=True)
-            ],
-            dim=-1,
-        )
-        q = ay.transpose(-1, -2) @ gy  # (B, rows, width, width): sum over channels
-        del ay, gy
-        out[:, y0:y1] = ((q @ rx.T) * rx.T).sum(dim=-2)  # sum_ab rx[x,a] q[a,b] rx[x,b]
-    if transpose:
-        out = out.transpose(-1, -2)
-    return out.clamp_min_(0)
+        q = interp(acts, ry_a, y0, y1) @ interp(grads, ry_g, y0, y1).transpose(-1, -2)
+        # sum_ab rx_a[x, a] q[a, b] rx_g[x, b]
+        out[:, y0:y1] = ((q @ rx_g.T) * rx_a.T).sum(dim=-2)
+    return out.transpose(-1, -2) if transpose else out
 
 
 # ----------------------------------------------------------------------------------------

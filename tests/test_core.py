@@ -124,12 +124,15 @@ def test_nonsquare_keeps_aspect_ratio_and_matches_reference(resnet18_f64):
     assert torch.allclose(tall, cameras_reference(resnet18_f64, xt, None, "layer4", SIZES), atol=1e-6)
 
 
-def test_fuse_maps_equals_direct_upsampling():
+@pytest.mark.parametrize("constant", [(), (1,), (0, 1, 2)], ids=["varying", "mixed", "constant"])
+@pytest.mark.parametrize("H, W", [(17, 23), (23, 17)])
+def test_fuse_maps_equals_direct_upsampling(constant, H, W):
     g = torch.Generator().manual_seed(5)
     acts = [torch.randn(2, 6, h, w, generator=g, dtype=torch.float64) for h, w in [(3, 4), (5, 7), (8, 9)]]
-    grads = [torch.randn_like(a) for a in acts]
+    grads = [torch.randn(a.shape, generator=g, dtype=torch.float64) for a in acts]
+    for i in constant:  # spatially constant gradients take the rank-one route
+        grads[i] = grads[i][..., :1, :1].expand_as(grads[i]).clone()
     weights = torch.tensor([[0.5, 1 / 3], [0.5, 1 / 3], [0.0, 1 / 3]], dtype=torch.float64)
-    H, W = 17, 23
     abar = sum(w.view(2, 1, 1, 1) * F.interpolate(a, (H, W), mode="bilinear", align_corners=False)
                for a, w in zip(acts, weights, strict=True))
     gbar = sum(w.view(2, 1, 1, 1) * F.interpolate(a, (H, W), mode="bilinear", align_corners=False)
