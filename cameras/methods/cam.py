@@ -1,0 +1,140 @@
+r"""Activation x gradient maps at one layer: CAMERAS, HiResCAM, LayerCAM, Grad-CAM++, NormGrad.
+
+All of them read the layer's activations :math:`A \in \mathbb{R}^{K\times h\times w}` and the
+gradients :math:`G = \partial S_c / \partial A` of the class logit :math:`S_c` through
+:class:`cameras.hooks.LayerCapture` (one forward pass above the layer, one backward pass) and
+combine them; the result is brought to the input grid with bilinear interpolation
+(``align_corners=False``, as TorchRay) and min-max normalised by :func:`saliency`.
+
+* **HiResCAM** (Draelos & Carin 2020): :math:`\mathrm{up}(\mathrm{ReLU}(\sum_k A_k\odot
+  G_k))`. Grad-CAM replaces :math:`G_k` by its spatial mean.
+* **CAMERAS** (Jalwana et al., CVPR 2021) with one size is the same element-wise product, but
+  *after* bringing :math:`A` and :math:`G` to the input grid:
+  :math:`\mathrm{ReLU}(\sum_k \mathrm{up}(A_k)\odot \mathrm{up}(G_k))`. With several sizes it
+  averages the upsampled :math:`A` and :math:`G` over input sizes first
+  (:class:`cameras.Cameras`).
+* **LayerCAM** (Jiang et al., TIP 2021): :math:`\mathrm{ReLU}(\sum_k \mathrm{ReLU}(G_k)
+  \odot A_k)`.
+* **Grad-CAM++** (Chattopadhay et al., WACV 2018), in the closed form used by
+  pytorch-grad-cam (exponential-free, second/third powers of the gradient): per channel
+  :math:`\alpha^{kc}_{ij} = g^2 / (2 g^2 + \sum_{ab} A^k_{ab}\, g^3 + \epsilon)` (0 where
+  :math:`g = 0`), :math:`w_k = \sum_{ij} \alpha_{ij}^{kc}\,\mathrm{ReLU}(g_{ij})`, map
+  :math:`\mathrm{ReLU}(\sum_k w_k A_k)`.
+* **NormGrad** (Rebuffi et al., CVPR 2020, "There and back again: revisiting
+  backpropagation saliency methods"): insert a virtual 1x1 identity convolution after the
+  layer; the gradient of its weight is :math:`\sum_u g_u a_u^\top`, and the map is the norm
+  of each location's term, :math:`\|g_u a_u^\top\|_F = \|g_u\|_2\,\|a_u\|_2` (the paper's
+  basic "single layer, no bias" variant).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..core import DEFAULT_SIZES, Cameras
+from ..hooks import LayerCapture
+from ._registry import Call, MethodSpec, register
+
+__all__ = [
+    "layer_activations_gradients",
+    "upsample",
+    "hirescam_map",
+    "layercam_map",
+    "gradcampp_map",
+    "normgrad_map",
+]
+
+
+def layer_activations_gradients(model, images: Tensor, targets: Tensor, layer) -> tuple[Tensor, Tensor]:
+    """``(A, G)``: the layer's output and ``d logit[target] / d A``, both ``(B, K, h, w)``."""
+    with LayerCapture(model, layer) as cap:
+        logits = cap.forward(images)
+        grads = cap.gradients(logits, targets)
+    return cap.activations.detach(), grads.detach()
+
+
+def upsample(maps: Tensor, shape: tuple[int, int]) -> Tensor:
+    """``(B, h, w)`` -> ``(B, H, W)``, bilinear with ``align_corners=False`` (TorchRay's resize)."""
+    if tuple(maps.shape[-2:]) == tuple(shape):
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=shape, mode="bilinear", align_corners=False)[:, 0]
+
+
+def hirescam_map(A: Tensor, G: Tensor) -> Tensor:
+    """HiResCAM at the layer's resolution: ``ReLU(sum_k A_k * G_k)``."""
+    return (A * G).sum(dim=1).clamp_min(0)
+
+
+def layercam_map(A: Tensor, G: Tensor) -> Tensor:
+    """LayerCAM at the layer's resolution: ``ReLU(sum_k ReLU(G_k) * A_k)``."""
+    return (G.clamp_min(0) * A).sum(dim=1).clamp_min(0)
+
+
+def gradcampp_map(A: Tensor, G: Tensor, eps: float = 1e-6) -> Tensor:
+    """Grad-CAM++ at the layer's resolution (pytorch-grad-cam's closed form, see module doc)."""
+    g2 = G.pow(2)
+    g3 = g2 * G
+    sum_a = A.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + sum_a * g3 + eps)
+    alpha = torch.where(G != 0, alpha, torch.zeros_like(alpha))
+    weights = (G.clamp_min(0) * alpha).sum(dim=(2, 3), keepdim=True)
+    return (weights * A).sum(dim=1).clamp_min(0)
+
+
+def normgrad_map(A: Tensor, G: Tensor) -> Tensor:
+    """NormGrad at the layer's resolution: ``||g_u|| * ||a_u||`` per location ``u``."""
+    return G.norm(dim=1) * A.norm(dim=1)
+
+
+def _layer_method(combine):
+    def fn(call: Call) -> Tensor:
+        A, G = layer_activations_gradients(call.model, call.images, call.targets, call.layer)
+        return upsample(combine(A, G), call.shape)
+
+    return fn
+
+
+def _cameras(call: Call) -> Tensor:
+    s = call.settings
+    cam = Cameras(call.model, layer=call.layer, sizes=s["sizes"], batch_size=s["batch_size"],
+                  progress=s["progress"])
+    return cam(call.images, call.targets)
+
+
+def _check_sizes(s: dict) -> None:
+    sizes = s["sizes"]
+    if isinstance(sizes, int):
+        s["sizes"] = [sizes]
+    s["sizes"] = [int(v) for v in s["sizes"]]
+
+
+_CITE_CAMERAS = "Jalwana, Akhtar, Bennamoun & Mian, CAMERAS, CVPR 2021"
+
+register(MethodSpec(
+    "cameras", _cameras,
+    defaults={"sizes": list(DEFAULT_SIZES), "batch_size": None, "progress": None},
+    source="cameras.core.Cameras", reference=_CITE_CAMERAS, own_top1=True, check=_check_sizes,
+    summary="ReLU(sum_k mean_s up(A_k,s) * mean_s up(G_k,s)) over input sizes (Algorithm 1)",
+))
+register(MethodSpec(
+    "hirescam", _layer_method(hirescam_map),
+    reference="Draelos & Carin, Use HiResCAM instead of Grad-CAM, arXiv:2011.08891 (2020)",
+    summary="up(ReLU(sum_k A_k * G_k)): element-wise grad x activation at the layer",
+))
+register(MethodSpec(
+    "layercam", _layer_method(layercam_map),
+    reference="Jiang et al., LayerCAM, IEEE TIP 2021",
+    summary="up(ReLU(sum_k ReLU(G_k) * A_k))",
+))
+register(MethodSpec(
+    "gradcam++", _layer_method(gradcampp_map),
+    reference="Chattopadhay et al., Grad-CAM++, WACV 2018 (pytorch-grad-cam's closed form)",
+    summary="up(ReLU(sum_k w_k A_k)) with Grad-CAM++ weights",
+))
+register(MethodSpec(
+    "normgrad", _layer_method(normgrad_map),
+    reference="Rebuffi, Fong, Ji & Vedaldi, There and back again, CVPR 2020",
+    summary="up(||g_u|| * ||a_u||): norm of the virtual 1x1 identity conv's weight gradient",
+))
