@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = {c: (100 * correct1[c] / n, 100 * correct5[c] / n) for c in CANDIDATES}
         print(f"{name}: {n} images, input {lm.input_size}, resize {lm.resize_size}, "
               f"{time.time() - t0:.0f} s", flush=True)
+        for c, (a1, a5) in results[name].items():
+            print(f"  {c}: top-1 {a1:.1f}, top-5 {a5:.1f}", flush=True)
 
     print(f"\ntop-1 / top-5 accuracy (%) on {n} ImageNet-sample images\n")
     width = max(len(c) for c in CANDIDATES)

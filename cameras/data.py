@@ -145,8 +145,9 @@ def imagenet_sample_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder of the ImageNet sample.
 
     ``path`` if given, else the environment variable ``CAMERAS_IMAGENET_SAMPLE``, else
-    ``../shared/data/imagenet-sample`` relative to the repository root. Relative paths are
-    taken relative to the current directory if they exist there, else to the repo root.
+    ``../shared/data/imagenet-sample`` relative to the repository root. A relative path given
+    by argument or variable is taken relative to the current directory if it exists there,
+    else to the repo root.
 
     Raises
     ------
@@ -161,7 +162,7 @@ def imagenet_sample_dir(path: str | os.PathLike | None = None) -> Path:
         else:
             path, source = _SAMPLE_DEFAULT, "default"
     p = Path(path).expanduser()
-    if not p.is_absolute() and not p.exists():
+    if not p.is_absolute() and (source == "default" or not p.exists()):
         p = REPO_ROOT / p
     p = p.resolve()
     if not p.is_dir():

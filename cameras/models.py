@@ -10,22 +10,24 @@ class names, so a notebook needs only::
 
 Models
 ------
-The paper (Jalwana et al., CVPR 2021, Sec. 4) explains ResNet-50, VGG-16, DenseNet-121 and
-Inception-v3 from torchvision at "the last convolutional block". Here:
+The paper (Jalwana et al., CVPR 2021) explains torchvision's ImageNet classifiers (ResNet-50,
+VGG-16, DenseNet-121, Inception-v3) at "the last convolutional block". Here:
 
-=====================  ============  =====  ==================================================
-name                   layer         input  layer output at the native input size
-=====================  ============  =====  ==================================================
-``resnet50``           ``layer4``    224    (2048, 7, 7), after the last residual add + ReLU
-``vgg16``              features.29   224    (512, 14, 14): the ReLU after the last conv
-                                            (conv5_3), before the last max-pool
-``densenet121``        ``features``  224    (1024, 7, 7): after norm5 (the model's ReLU
-                                            follows, outside the module)
-``inception_v3``       ``Mixed_7c``  299    (2048, 8, 8)
-``efficientnet_lite0``  ``_head_act``  224  (1280, 7, 7): ReLU6 after the 1x1 head conv + BN
-``efficientnet_lite1``  ``_head_act``  240  (1280, 8, 8)
-``efficientnet_lite2``  ``_head_act``  260  (1280, 9, 9)
-=====================  ============  =====  ==================================================
+======================  ===============  =====  ==============================================
+name                    layer            input  layer output at the native input size
+======================  ===============  =====  ==============================================
+``resnet50``            ``layer4``       224    (2048, 7, 7): last residual stage, after the
+                                                final add + ReLU
+``vgg16``               ``features.29``  224    (512, 14, 14): the ReLU after the last conv
+                                                (conv5_3), before the last max-pool
+``densenet121``         ``features``     224    (1024, 7, 7): after norm5 (the model's final
+                                                ReLU follows, outside the module)
+``inception_v3``        ``Mixed_7c``     299    (2048, 8, 8): the last Inception block
+``efficientnet_lite0``  ``_head_act``    224    (1280, 7, 7): ReLU6 after the 1x1 head
+                                                conv + BN, right before pooling
+``efficientnet_lite1``  ``_head_act``    240    (1280, 8, 8)
+``efficientnet_lite2``  ``_head_act``    260    (1280, 9, 9)
+======================  ===============  =====  ==============================================
 
 *torchvision models* use the ``IMAGENET1K_V1`` weights, the ones ``pretrained=True`` gave
 when the paper was written (a torchvision weights name such as ``weights="IMAGENET1K_V2"``
@@ -55,9 +57,9 @@ Preprocessing
 Resize the shorter side to ``resize_size`` (bilinear, antialiased) and center-crop
 ``input_size``; torchvision's models use 256/224 (342/299 for Inception-v3) and ImageNet mean
 and std. For EfficientNet-Lite ``resize_size = round(input_size / 0.875)`` and the
-normalisation was **measured**: top-1 accuracy on the shared 1000-image ImageNet sample
-(one image per class; these are not the validation images, so the numbers are not
-comparable with published accuracies) with each candidate, produced by::
+normalisation was **measured**: top-1 / top-5 accuracy (%) on the shared 1000-image ImageNet
+sample (one image per class; its split is not documented, so the numbers are not comparable
+with published validation accuracies) with each candidate, produced by::
 
     nice .venv/bin/python benchmarks/check_efficientnet_normalisation.py
 
