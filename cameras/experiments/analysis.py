@@ -53,7 +53,8 @@ Implementation notes
   :func:`cameras.sanity.spearman` (average ranks for ties).
 * Rows: one CSV ``analysis.csv`` keyed by ``(kind, model, method, image, target)`` with
   ``kind`` in ``image`` / ``composite`` / ``model_pair``, written as it goes and resumable
-  (:mod:`cameras.runs`). A call whose rows are all present reads them back without loading
+  (:mod:`cameras.runs`); :func:`run` adds the class names (``label_name``, ``class_name``)
+  to what it returns. A call whose rows are all present reads them back without loading
   any model and without touching the files.
 """
 
@@ -177,7 +178,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 KEY: tuple[str, ...] = ("kind", "model", "method", "image", "target")
 COLUMNS: list[str] = [
     *KEY,
-    "label", "label_name", "class", "class_name", "rank", "prob", "top1_prob", "top2_prob",
+    "label", "class", "rank", "prob", "top1_prob", "top2_prob",
     "correct", "mass_top", "entropy", "area_half", "zero_map",
     "ref", "spearman_ref", "iou_ref", "l1_ref", "own_half_mass", "point_own",
 ]
@@ -712,7 +713,7 @@ def _f(x: Any) -> Any:
         return bool(x)
     if isinstance(x, (int, np.integer)):
         return int(x)
-    return round(float(x), 6)
+    return round(float(x), 5)
 
 
 class _TargetChooser:
@@ -844,10 +845,8 @@ class _Computer:
                     for i, it in enumerate(items):
                         row = {c: None for c in COLUMNS}
                         row.update(kind="model_pair", model=f"{models[a]}|{models[b2]}", method=method,
-                                   image=it.image, target="label", label=it.label,
-                                   label_name=self.names[it.label], ref=models[b2])
+                                   image=it.image, target="label", label=it.label, ref=models[b2])
                         row["class"] = it.label
-                        row["class_name"] = self.names[it.label]
                         for k, v in pm.items():
                             row[k] = _f(v[i])
                         rows.append(row)
@@ -857,13 +856,12 @@ class _Computer:
         row = {col: None for col in COLUMNS}
         row.update(
             kind=kind, model=model, method=method, image=it.image, target=key,
-            label=it.label, label_name=self.names[it.label],
+            label=it.label,
             rank=int((probs > probs[c]).sum()) + 1, prob=_f(probs[c]),
             top1_prob=_f(p_sorted[0]), top2_prob=_f(p_sorted[1]),
             correct=bool(int(probs.argmax()) == it.label),
         )
         row["class"] = c
-        row["class_name"] = self.names[c]
         return row
 
     # -- composites -----------------------------------------------------------------------
@@ -948,6 +946,7 @@ def run(
     computed or written. Otherwise every model is loaded first (so missing weights or data
     fail before any work), then the missing work units are computed and appended.
     """
+    from ..data import imagenet_classes
     from ..models import load_model, resolve_device
     from ..runs import read_results, run_evaluation
 
@@ -974,7 +973,12 @@ def run(
     df = read_results(path, str_columns=KEY)
     want = {tuple(str(v) for v in k) for k in expected}
     mask = [tuple(str(v) for v in r) in want for r in df[list(KEY)].itertuples(index=False)]
-    return df[mask].reset_index(drop=True)
+    df = df[mask].reset_index(drop=True)
+    names = np.asarray(imagenet_classes(), dtype=object)
+    df = df.drop(columns=[c for c in ("label_name", "class_name") if c in df.columns])
+    df.insert(df.columns.get_loc("label") + 1, "label_name", names[df["label"].to_numpy(int)])
+    df.insert(df.columns.get_loc("class") + 1, "class_name", names[df["class"].to_numpy(int)])
+    return df
 
 
 # ----------------------------------------------------------------------------------------
