@@ -8,7 +8,8 @@ r"""Perturbation methods (RISE, extremal perturbation) and the center baseline.
   identical images in a batch (e.g. one image with several targets) share the run.
   The masks come from ``torch.manual_seed(seed)`` (TorchRay saves and restores the CPU random
   state; the CUDA state is saved and restored here), so maps are reproducible and the same
-  masks are used for every image. **Paper / TorchRay setting:** ``num_masks=8000``,
+  masks are used for every image. TorchRay draws the masks on the images' device, so CPU and
+  CUDA runs with the same seed use *different* mask sets (runs record the device). **Paper / TorchRay setting:** ``num_masks=8000``,
   ``num_cells=7``, ``p=0.5`` -- 8000 forward passes per image (minutes per image on a CPU);
   lower ``num_masks`` for quick runs and record it (:func:`method_settings`).
 * ``extremal_perturbation`` (Fong, Patrick & Vedaldi, ICCV 2019) through TorchRay, with the
