@@ -112,6 +112,10 @@ def test_chapter_notebook_has_title_and_parameters_cell(name: str) -> None:
     assert re.search(r"""^PROFILE\s*=\s*os\.environ\.get\(\s*["']CAMERAS_PROFILE["']\s*,\s*["']offline["']\s*\)""", src, re.M), (
         f"{name}: the parameters cell must set PROFILE = os.environ.get('CAMERAS_PROFILE', 'offline')"
     )
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert re.search(r"""%config InlineBackend\.figure_formats\s*=\s*\[\s*["']png["']\s*\]""", code), (
+        f"{name}: set %config InlineBackend.figure_formats = ['png'] (PNG figures in the book and nbval)"
+    )
 
 
 def test_config_builds_executed_copies_only_with_local_mathjax() -> None:
