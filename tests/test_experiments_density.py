@@ -160,7 +160,8 @@ def test_paper_profile_fails_before_computing(tmp_path, monkeypatch):
 # ========================================================================================
 # the run
 # ========================================================================================
-SMALL = dict(n_images=2, methods=["gradcam", "cameras"], cameras_sizes=[224, 256], insdel_steps=2)
+SMALL = dict(n_images=2, methods=["gradcam", "cameras"], cameras_sizes=[224, 256], insdel_steps=2,
+             workers=1)  # one loader worker: the multi-process path the GPU run takes
 
 
 def test_run_writes_rows_resumes_and_recovers(tmp_path, monkeypatch):

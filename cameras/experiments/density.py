@@ -42,9 +42,11 @@ Profiles (:data:`PROFILES`)
   CAMERAS at 224/324/424, Grad-CAM and NormGrad, 4 insertion/deletion steps; on 2 CPU cores.
 * ``offline``: EfficientNet-Lite0/1/2, all images of the ImageNet sample
   (:func:`cameras.data.imagenet_sample_dir`, 1000 images, one per class), CAMERAS at the
-  paper's sizes (shifted as above), Grad-CAM and NormGrad, then the extra methods HiResCAM,
-  LayerCAM, Grad-CAM++ and the (smoothed) gradient; 16 insertion/deletion steps. Meant for
-  a GPU: ``python -m cameras.experiments density --profile offline --device cuda``.
+  paper's sizes (shifted as above), Grad-CAM and NormGrad, then the extra methods LayerCAM,
+  Grad-CAM++ and the (smoothed) gradient; 16 insertion/deletion steps. (HiResCAM is not run:
+  at ``_head_act``, which feeds the global average pool directly, the gradient of a logit is
+  the same at every position and HiResCAM's map is Grad-CAM's.) Meant for a GPU:
+  ``python -m cameras.experiments density --profile offline --device cuda``.
 * ``paper``: torchvision ResNet-50, DenseNet-121, Inception-v3 (``IMAGENET1K_V1``) on
   ImageNet val (50000 images) under ``$CAMERAS_DATA_ROOT``, laid out as one folder per
   class, ``<root>/imagenet/val/<wnid>/*.JPEG`` (what ``torchvision.datasets.ImageNet``
@@ -63,6 +65,7 @@ first.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -123,7 +126,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "models": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
         "n_images": None,
         "methods": ["cameras", "gradcam", "normgrad"],
-        "extra_methods": ["hirescam", "layercam", "gradcam++", "gradient"],
+        # HiResCAM is left out: at a layer that feeds the global average pool directly (all
+        # models here) its map equals Grad-CAM's, since the gradient is spatially constant
+        "extra_methods": ["layercam", "gradcam++", "gradient"],
         "cameras_sizes": list(DEFAULT_SIZES),
         "baselines": ["black", "mean"],
         "insdel_steps": 16,
@@ -557,8 +562,10 @@ def _run_model(lm, w, pending: Sequence[ImageItem], group: Sequence[str], settin
     """Compute and write the missing rows of ``group`` for one model."""
     from tqdm.auto import tqdm
 
+    # the workers get a copy of the preprocessing without the network (nothing on the GPU)
+    pre = dataclasses.replace(lm, model=nn.Identity(), device=torch.device("cpu")).preprocess
     loader = torch.utils.data.DataLoader(
-        _Images(pending, lm.preprocess), batch_size=settings["batch_size"], shuffle=False,
+        _Images(pending, pre), batch_size=settings["batch_size"], shuffle=False,
         num_workers=workers, pin_memory=dev.type == "cuda",
     )
     bar = tqdm(loader, desc=f"density {lm.name} [{', '.join(group)}]", disable=not progress)
