@@ -416,7 +416,7 @@ def run_evaluation(
     items:
         What to evaluate. By default each item is a mapping that holds the key columns (one
         row per item); pass ``keys_of(item) -> [key, ...]`` when an item yields several rows
-        (e.g. one image with several target classes).
+        (e.g. one image with several target classes); an item with no keys is skipped.
     fn:
         ``fn(item)`` returns a row (mapping), a list of rows, or ``None`` (nothing to write).
         It is called only for items with at least one key not yet in the file; rows whose key
@@ -443,7 +443,7 @@ def run_evaluation(
         try:
             for item in bar:
                 ks = list(keys_of(item))
-                if ks and all(w.done(k) for k in ks):
+                if all(w.done(k) for k in ks):  # also: items that yield no rows at all
                     skipped += 1
                     bar.set_postfix(skipped=skipped, refresh=False)
                     continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -36,11 +38,11 @@ EXPECTED_NAMES = [
 ]
 # cheap settings for tests (the defaults are the paper's and take minutes per image)
 FAST = {
-    "cameras": {"sizes": [64, 80]},
+    "cameras": {"sizes": [48, 64]},
     "rise": {"num_masks": 8, "batch_size": 8},
     "extremal_perturbation": {"max_iter": 2, "areas": [0.1]},
 }
-H = 64
+H = 48
 
 
 @pytest.fixture(scope="module")
@@ -175,10 +177,16 @@ def test_bad_targets(resnet, x):
 
 @pytest.mark.parametrize("method", [m for m in EXPECTED_NAMES if info(m).deterministic])
 def test_batch_equals_one_by_one(method, resnet, x):
+    # float64 where the method allows it: a random-weight ResNet's float32 input gradients
+    # differ by ~3 % between batch sizes (different conv kernels), which says nothing here
+    float32_only = method in ("rise", "extremal_perturbation")
+    net = resnet if float32_only else copy.deepcopy(resnet).double()
+    xx = x if float32_only else x.double()
     t = [3, 5, 8]
-    batch = run(method, resnet, x, t)
-    single = torch.cat([run(method, resnet, x[i : i + 1], t[i]) for i in range(3)])
-    assert torch.allclose(batch, single, atol=1e-4), (batch - single).abs().max()
+    batch = run(method, net, xx, t)
+    single = torch.cat([run(method, net, xx[i : i + 1], t[i]) for i in range(3)])
+    tol = 1e-4 if float32_only else 1e-6
+    assert torch.allclose(batch, single, atol=tol), (batch - single).abs().max()
 
 
 class Boom(nn.Module):
@@ -198,8 +206,14 @@ class Boom(nn.Module):
         return out
 
 
-@pytest.mark.parametrize("method", EXPECTED_NAMES)
-@pytest.mark.parametrize("at", [1, 2])
+# an error in the first forward pass for every method; in the second one for the methods that
+# run the model more than once (CAMERAS' second size, cMWP's second pass, RISE, EP)
+@pytest.mark.parametrize(
+    "method,at",
+    [(m, 1) for m in EXPECTED_NAMES]
+    + [(m, 2) for m in ("cameras", "contrastive_excitation_backprop", "rise",
+                        "extremal_perturbation")],
+)
 def test_model_restored_after_an_error(method, at, resnet):
     model = Boom(resnet).eval()
     xx = torch.randn(1, 3, H, H)
