@@ -256,15 +256,18 @@ def test_training_mode_and_requires_grad_restored(resnet, x):
 
 
 # -- CAM-type methods: formulas ----------------------------------------------------------
-def test_hirescam_and_single_size_cameras_differ_only_in_where_upsampling_happens():
+# layer4 feeds global average pooling (spatially constant G: HiResCAM = Grad-CAM there);
+# layer3's gradients vary over space
+@pytest.mark.parametrize("layer,grid", [("layer4", 2), ("layer3", 3)])
+def test_hirescam_and_single_size_cameras_differ_only_in_where_upsampling_happens(layer, grid):
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=10).eval().double()
     xx = torch.randn(2, 3, H, H, dtype=torch.float64)
     t = torch.tensor([2, 7])
-    A, G = layer_activations_gradients(net, xx, t, "layer4")
-    assert A.shape[-2:] == (2, 2)  # layer4 at 1/32 of the input
-    hires = saliency("hirescam", net, xx, t, layer="layer4")
-    cam1 = saliency("cameras", net, xx, t, layer="layer4", sizes=[H])
+    A, G = layer_activations_gradients(net, xx, t, layer)
+    assert A.shape[-2:] == (grid, grid)  # far below the input's 48 x 48
+    hires = saliency("hirescam", net, xx, t, layer=layer)
+    cam1 = saliency("cameras", net, xx, t, layer=layer, sizes=[H])
     up = lambda z: F.interpolate(z, size=(H, H), mode="bilinear", align_corners=False)  # noqa: E731
     expect_hires = normalize_maps(up((A * G).sum(1, keepdim=True).clamp_min(0))[:, 0])
     expect_cam = normalize_maps((up(A) * up(G)).sum(1).clamp_min(0))
