@@ -42,7 +42,8 @@ they run with ``strict=False`` (TorchRay's rules applied anyway, see
 Profiles (:data:`PROFILES`)
 ---------------------------
 * ``ci``: EfficientNet-Lite0, 2 grids drawn from 60 ImageNet-sample images, cells shrunk to
-  112 px (224 px grids, 4x cheaper than native cells), CAMERAS zoom factors 1 and 1.5, RISE with 32 masks and extremal perturbation with 2 iterations on 1 grid;
+  112 px (224 px grids, 4x cheaper than native cells), CAMERAS zoom factors 1 and 1.5, RISE
+  with 32 masks and extremal perturbation with 2 iterations and one area on 1 grid;
   a smoke test on 2 CPU cores. Results under ``<results>/_ci/pointing/``.
 * ``offline``: EfficientNet-Lite0/1/2, grids from all 1000 ImageNet-sample images, 32 grids
   (128 maps) per model and method, 3 grids (12 maps, 100 iterations) for extremal
@@ -122,7 +123,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cameras_zoom": [1.0, 1.5],
         "method_settings": {
             "rise": {"num_masks": 32, "batch_size": 16},
-            "extremal_perturbation": {"max_iter": 2},
+            "extremal_perturbation": {"max_iter": 2, "areas": [0.1]},
             "excitation_backprop": {"strict": False},
             "contrastive_excitation_backprop": {"strict": False},
         },
@@ -635,8 +636,9 @@ def _run_grid(s: dict[str, Any], folder: Path, device, progress: bool) -> None:
         need_example = s["example"] and any(f"map/{m}" not in ex for m in s["methods"])
         if not todo and not need_example:
             continue
-        lm = load_model(model_name, device=device)
+        # images first: the loader's worker processes fork before CUDA is initialised
         images, labels, _names = load_candidates(model_name, s["candidates"], s["workers"])
+        lm = load_model(model_name, device=device)
         grids = build_grids(lm, images, labels, s)
         del images
         computed: dict[str, torch.Tensor] = {}

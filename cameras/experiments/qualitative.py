@@ -109,7 +109,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "methods": list(_ALL_METHODS),
         "cameras_zoom": [1.0, 1.5],
         "method_settings": {"rise": {"num_masks": 48, "batch_size": 16},
-                            "extremal_perturbation": {"max_iter": 3}, **_NONSTRICT},
+                            "extremal_perturbation": {"max_iter": 3, "areas": [0.1]},
+                            **_NONSTRICT},
         "layers": {},
     },
     "offline": {
