@@ -18,6 +18,13 @@ What is implemented here
   so the perturbation can grow freely where ``Psi`` is salient and is held back elsewhere.
   Plain PGD *is* this loop with ``beta = 0`` (or no map): the two attacks share every step,
   the projection and the stopping rule; the penalty is the only difference.
+* Two documented **variants** (options; the literal version above is the default):
+  ``penalty_norm="rms"`` divides the norm by ``sqrt(C*H*W)`` (the root-mean-square of the
+  masked perturbation per entry, so ``beta`` no longer depends on the image size; at
+  224 px, ``beta = 50`` in these units equals ``beta = 50 / sqrt(3*224*224) = 0.129`` of the
+  literal form), and ``step="l2"`` replaces the sign step by a step along the l2-normalised
+  gradient of the same l2 length (``alpha * sqrt(C*H*W)``). The paper does not state the
+  units of its norm or its optimiser, so these are readings, not the paper's setup.
 * :func:`focused_pgd_attack` -- computes ``Psi`` with :class:`cameras.core.Cameras` on the
   clean image (once) when it is not given, then calls :func:`pgd_attack` with ``beta = 50``
   (the paper's value).
@@ -64,6 +71,8 @@ __all__ = [
     "Comparison",
     "PAPER_BETA",
     "PAPER_CONFIDENCE",
+    "PENALTY_NORMS",
+    "STEPS",
     "as_pixel_model",
     "least_likely_labels",
     "pgd_attack",
@@ -77,6 +86,10 @@ __all__ = [
 PAPER_BETA = 50.0
 #: fooling confidence of the paper's comparison (99.99 %).
 PAPER_CONFIDENCE = 0.9999
+#: units of the penalty norm: "l2" (Eq. 4 as written, the default) or "rms" (per entry)
+PENALTY_NORMS = ("l2", "rms")
+#: update rules: "sign" (l_inf PGD, the default) or "l2" (l2-normalised gradient)
+STEPS = ("sign", "l2")
 
 Normalizer = Callable[[Tensor], Tensor]
 
@@ -296,6 +309,8 @@ def pgd_attack(
     seed: int = 0,
     stop_early: bool = True,
     progress: bool = False,
+    penalty_norm: str = "l2",
+    step: str = "sign",
 ) -> AttackResult:
     """l_inf PGD in pixel space, optionally with the CAMERAS focusing penalty of Eq. 4.
 
@@ -304,6 +319,11 @@ def pgd_attack(
         loss  = CE(f(x + p), t) + beta * || p ⊙ (1 - Psi) ||_2      (targeted)
         p    <- p - alpha * sign(d loss / d p)
         p    <- clamp(p, -eps, eps);   p <- clamp(x + p, 0, 1) - x
+
+    With ``penalty_norm="rms"`` the norm is divided by ``sqrt(n)``, ``n = C*H*W`` (a
+    root-mean-square per entry). With ``step="l2"`` the update is
+    ``p <- p - alpha * sqrt(n) * g / ||g||_2`` (``g`` the gradient of the image's loss): a
+    step of the same l2 length as a sign step, along the gradient instead of its sign.
 
     (Madry et al. 2018; the penalty is the paper's Eq. 4). For ``target="untargeted"`` the
     loss is ``-CE(f(x + p), labels)`` (``labels`` default: the clean prediction) and success
@@ -334,6 +354,9 @@ def pgd_attack(
     stop_early:
         Freeze each image as soon as it succeeds (the paper's stopping rule). With ``False``
         every image takes ``max_iter`` steps.
+    penalty_norm, step:
+        The documented variants (see the module docstring): ``"l2"`` / ``"sign"`` are Eq. 4
+        as written with sign steps (the default); ``"rms"`` / ``"l2"`` are our readings.
     """
     pixel_model, base, _ = as_pixel_model(model, normalize, mean, std)
     device = _device_of(base)
@@ -350,6 +373,10 @@ def pgd_attack(
         raise ValueError(f"beta must be a non-negative number, got {beta!r}")
     if beta > 0 and saliency is None:
         raise ValueError("beta > 0 needs a saliency map Psi (or use focused_pgd_attack)")
+    if penalty_norm not in PENALTY_NORMS:
+        raise ValueError(f"penalty_norm must be one of {PENALTY_NORMS}, got {penalty_norm!r}")
+    if step not in STEPS:
+        raise ValueError(f"step must be one of {STEPS}, got {step!r}")
     psi = _check_saliency(saliency, x) if saliency is not None else None
 
     with torch.no_grad():
@@ -385,7 +412,7 @@ def pgd_attack(
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc="PGD" if psi is None else "focused PGD", leave=False)
-    for step in steps:
+    for it in steps:
         idx = active.nonzero().flatten()
         if idx.numel() == 0:
             break
@@ -400,7 +427,7 @@ def pgd_attack(
             else:
                 ok = (top == tgt[idx]) & (p_t >= confidence)
             pred[idx], conf[idx], success[idx] = top, p_t, ok
-        last = step == max_iter
+        last = it == max_iter
         move = ~ok if stop_early else torch.ones_like(ok)
         if stop_early:
             active[idx[ok]] = False
@@ -408,13 +435,21 @@ def pgd_attack(
             continue
         ce = F.cross_entropy(logits, tgt[idx], reduction="none")
         loss = (-ce if untargeted else ce).sum()
+        n_entries = d[0].numel()
         if psi is not None:
             masked = d * (1 - psi[idx])
             pen = masked.flatten(1).pow(2).sum(1).add(1e-12).sqrt()
+            if penalty_norm == "rms":
+                pen = pen / math.sqrt(n_entries)
             loss = loss + beta * pen.sum()
         (g,) = torch.autograd.grad(loss, d)
         with torch.no_grad():
-            d_new = (d - alpha * g.sign()).clamp(-eps, eps)
+            if step == "sign":
+                upd = g.sign()
+            else:  # same l2 length as a sign step, along the gradient
+                gn = g.flatten(1).norm(dim=1).clamp_min(1e-20).view(-1, *([1] * (g.dim() - 1)))
+                upd = g / gn * math.sqrt(n_entries)
+            d_new = (d - alpha * upd).clamp(-eps, eps)
             d_new = (x[idx] + d_new).clamp(0, 1) - x[idx]
             sel = idx[move]
             delta[sel] = d_new[move]
@@ -445,6 +480,8 @@ def pgd_attack(
             "random_start": bool(random_start),
             "seed": int(seed),
             "stop_early": bool(stop_early),
+            "penalty_norm": penalty_norm if psi is not None and beta > 0 else "none",
+            "step": step,
         },
     )
 
@@ -501,7 +538,10 @@ def focused_pgd_attack(
     therefore lie *below* a high confidence target such as 0.9999; with sign steps the
     iterate then oscillates there, the stopping rule never fires and the image counts as a
     failure after ``max_iter``. This is why :func:`compare_attacks` reports success rates
-    beside the paired norms; sweep ``beta`` to see the trade-off.
+    beside the paired norms; sweep ``beta`` to see the trade-off. How large a ``beta`` is
+    depends on the units of the norm: ``penalty_norm="rms"`` (a documented reading, not the
+    paper's stated setup) measures it per entry, which divides the literal penalty by
+    ``sqrt(C*H*W)`` (388 at 224 px).
     """
     if saliency is None:
         saliency = cameras_saliency(
@@ -591,6 +631,8 @@ def compare_attacks(
     seed: int = 0,
     image_ids: Sequence[Any] | None = None,
     progress: bool = False,
+    penalty_norm: str = "l2",
+    step: str = "sign",
 ) -> Comparison:
     """Plain PGD vs the CAMERAS-focused PGD (Eq. 4), compared fairly.
 
@@ -601,7 +643,8 @@ def compare_attacks(
       ``confidence`` and stopping rule, same start (the clean image, or the same seeded
       random start);
     * ``Psi`` is the CAMERAS map of the clean image for its predicted class, computed once
-      (or given) and used only by the focused attack, with ``beta`` (paper: 50);
+      (or given) and used only by the focused attack, with ``beta`` (paper: 50) and
+      ``penalty_norm``; ``step`` (the update rule) is shared by both attacks;
     * success rates are reported for each attack over all images; the perturbation norms
       (pixel space, l2 per image over all channels, and l_inf) are compared **only over the
       images where both attacks succeeded**, paired per image (see
@@ -630,9 +673,10 @@ def compare_attacks(
         seed=seed,
         stop_early=True,
         progress=progress,
+        step=step,
     )
     plain = pgd_attack(base, x, **common)
-    focused = pgd_attack(base, x, saliency=saliency, beta=beta, **common)
+    focused = pgd_attack(base, x, saliency=saliency, beta=beta, penalty_norm=penalty_norm, **common)
     ids = list(image_ids) if image_ids is not None else list(range(x.shape[0]))
     if len(ids) != x.shape[0]:
         raise ValueError(f"image_ids has {len(ids)} entries for {x.shape[0]} images")
@@ -686,7 +730,8 @@ def run_attack_comparison(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     defaults = {"beta": PAPER_BETA, "eps": 16 / 255, "alpha": 1 / 255, "max_iter": 300,
-                "confidence": PAPER_CONFIDENCE, "random_start": False, "seed": 0}
+                "confidence": PAPER_CONFIDENCE, "random_start": False, "seed": 0,
+                "penalty_norm": "l2", "step": "sign"}
     settings = {k: compare_kwargs.get(k, v) for k, v in defaults.items()}
     with ResultsWriter(path, key=("image",), meta={"attack": settings} | dict(meta or {})) as writer:
         todo = ((str(i), img) for i, img in items if not writer.done((str(i),)))

@@ -159,6 +159,11 @@ _METRIC_FNS: dict[str, Callable[[Any, Any], float]] = {
 }
 
 
+def _similarities(a: np.ndarray, b: np.ndarray, metrics: Sequence[str]) -> list[float]:
+    """The metrics of one pair of maps, in order (top level: runs in worker processes)."""
+    return [_METRIC_FNS[m](a, b) for m in metrics]
+
+
 def map_similarities(a: Any, b: Any, metrics: Sequence[str] = METRICS) -> dict[str, float]:
     """All requested similarity metrics of two maps, as ``{name: value}``."""
     bad = [m for m in metrics if m not in _METRIC_FNS]
@@ -377,6 +382,10 @@ def cascading_randomization(
     batch_size: int | None = None,
     image_ids: Sequence[Any] | None = None,
     progress: bool = True,
+    depths: Sequence[int] | None = None,
+    maps_out: dict | None = None,
+    maps_images: int = 1,
+    workers: int = 1,
 ) -> Any:
     """Cascading randomisation check (Adebayo et al. 2018; the paper's Fig. 1, bottom).
 
@@ -392,6 +401,16 @@ def cascading_randomization(
     Depth 0 (``block="none"``) recomputes on the untouched copy: 1.0 for a deterministic
     method, a check of the pipeline. A method that passes falls towards 0 as soon as the top
     blocks are random; one whose similarity stays high does not explain the model.
+
+    Options for large runs:
+
+    * ``depths``: evaluate (compute maps and similarities) only at these depths, in
+      ``0 .. len(blocks)``. The randomisation stays cumulative, block by block, with the
+      same seeds, so the values at a depth are those of the full cascade.
+    * ``maps_out``: a dict that receives the maps of the first ``maps_images`` images,
+      ``maps_out[method][depth] = (n, H, W)`` CPU tensor (for figures such as Fig. 1).
+    * ``workers``: compute the similarity metrics (numpy/scipy/scikit-image, CPU) in that
+      many worker processes (spawned); the values do not depend on it.
 
     Returns a DataFrame with columns ``method, image, depth, block, metric, value``.
     """
@@ -412,6 +431,20 @@ def cascading_randomization(
         order = order[:max_depth]
     for b in order:
         _get_block(model, b)  # validate names against the original
+    if depths is None:
+        evaluate = set(range(len(order) + 1))
+    else:
+        evaluate = set()
+        for d in depths:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= int(d) <= len(order):
+                raise ValueError(f"depths must be ints in 0..{len(order)} (the number of blocks), got {d!r}")
+            evaluate.add(int(d))
+        if not evaluate:
+            raise ValueError("depths is empty: give at least one depth to evaluate")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if maps_out is not None and not isinstance(maps_out, dict):
+        raise TypeError(f"maps_out must be a dict (filled with the maps), got {type(maps_out).__name__}")
     ids = _ids(image_ids, images.shape[0])
     device = _device_of(model)
     x = images.to(device)
@@ -433,22 +466,44 @@ def cascading_randomization(
 
     work = copy.deepcopy(model).eval()
     rows: list[dict[str, Any]] = []
-    depths = tqdm(range(len(order) + 1), desc="randomisation depth", disable=not progress)
-    for depth in depths:
-        if depth > 0:
-            block, own = _get_block(work, order[depth - 1])
-            randomize_block(block, seed + depth - 1, own_only=own)
-        name = "none" if depth == 0 else order[depth - 1]
-        for mname, fn in fns.items():
-            maps = _maps(fn, work, x, t, batch_size, mname)
-            ref = reference[mname]
-            for i in range(len(ids)):
-                a, b = ref[i].numpy(), maps[i].numpy()
-                for metric in metrics:
-                    rows.append(
-                        dict(method=mname, image=ids[i], depth=depth, block=name, metric=metric,
-                             value=_METRIC_FNS[metric](a, b))
-                    )
+    last = max(evaluate)
+    pool = None
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: safe with CUDA (or other threads) in the parent
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    try:
+        bar = tqdm(range(last + 1), desc="randomisation depth", disable=not progress)
+        for depth in bar:
+            if depth > 0:
+                block, own = _get_block(work, order[depth - 1])
+                randomize_block(block, seed + depth - 1, own_only=own)
+            if depth not in evaluate:
+                continue
+            name = "none" if depth == 0 else order[depth - 1]
+            for mname, fn in fns.items():
+                maps = _maps(fn, work, x, t, batch_size, mname)
+                if maps_out is not None:
+                    maps_out.setdefault(mname, {})[depth] = maps[:maps_images].clone()
+                ref = reference[mname]
+                pairs = [(ref[i].numpy(), maps[i].numpy()) for i in range(len(ids))]
+                if pool is not None:
+                    chunk = max(1, len(pairs) // (4 * workers))
+                    values = list(pool.map(_similarities, *zip(*pairs, strict=True),
+                                           [tuple(metrics)] * len(pairs), chunksize=chunk))
+                else:
+                    values = [_similarities(a, b, metrics) for a, b in pairs]
+                for i, vals in enumerate(values):
+                    for metric, v in zip(metrics, vals, strict=True):
+                        rows.append(
+                            dict(method=mname, image=ids[i], depth=depth, block=name, metric=metric, value=v)
+                        )
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return pd.DataFrame(rows, columns=["method", "image", "depth", "block", "metric", "value"])
 
 

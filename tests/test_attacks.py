@@ -231,3 +231,39 @@ def test_runner_writes_rows_and_resumes(tmp_path):
                             **{k: v for k, v in kw.items() if k != "progress"})
     row = df[df["image"] == "img2"].iloc[0]
     assert row["plain_l2"] == pytest.approx(again.rows["plain_l2"][0], rel=1e-5)
+
+
+def test_rms_penalty_equals_literal_penalty_with_rescaled_beta():
+    """penalty_norm="rms" is the literal Eq. 4 penalty divided by sqrt(C*H*W)."""
+    model, x = small_cnn(), images(3)
+    psi = centre_map(3)
+    kw = KW | dict(max_iter=25)
+    n = x[0].numel()
+    rms = pgd_attack(model, x, saliency=psi, beta=5.0, penalty_norm="rms", **kw)
+    lit = pgd_attack(model, x, saliency=psi, beta=5.0 / n**0.5, penalty_norm="l2", **kw)
+    assert torch.allclose(rms.delta, lit.delta, atol=1e-6)
+    assert torch.equal(rms.iterations, lit.iterations)
+    assert rms.settings["penalty_norm"] == "rms" and lit.settings["penalty_norm"] == "l2"
+    # and it is a real change: the same beta in literal units holds the perturbation back more
+    strong = pgd_attack(model, x, saliency=psi, beta=5.0, penalty_norm="l2", **kw)
+    outside = (1 - psi)[:, None]
+    assert (strong.delta * outside).flatten(1).norm(dim=1).sum() < (rms.delta * outside).flatten(1).norm(dim=1).sum()
+
+
+def test_l2_step_respects_budget_and_reaches_target():
+    model, x = small_cnn(), images()
+    r = pgd_attack(model, x, step="l2", **KW)
+    assert r.settings["step"] == "l2"
+    assert r.linf.max() <= EPS + 1e-6
+    assert r.adv.min() >= 0 and r.adv.max() <= 1
+    assert r.success.all(), r.confidence
+    sign = pgd_attack(model, x, **KW)
+    assert not torch.allclose(r.delta, sign.delta)  # a different update rule
+
+
+def test_variant_options_are_validated():
+    model, x = small_cnn(), images(2)
+    with pytest.raises(ValueError, match="penalty_norm"):
+        pgd_attack(model, x, saliency=centre_map(2), beta=1.0, penalty_norm="l1", **KW)
+    with pytest.raises(ValueError, match="step"):
+        pgd_attack(model, x, step="adam", **KW)

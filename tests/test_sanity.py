@@ -165,6 +165,39 @@ def test_cascade_max_depth_and_registry_method():
         cascading_randomization({"e": edges}, model, x, blocks=["nope"], progress=False)
 
 
+def test_cascade_depth_subset_matches_full_cascade_and_keeps_maps():
+    """Evaluating only some depths gives the full cascade's values there (cumulative, seeded)."""
+    model, x = small_cnn(), images(2)
+    full = cascading_randomization({"gradient": input_gradient}, model, x, metrics=("spearman", "ssim"),
+                                   seed=3, progress=False)
+    maps: dict = {}
+    part = cascading_randomization({"gradient": input_gradient}, model, x, metrics=("spearman", "ssim"),
+                                   seed=3, progress=False, depths=[0, 2], maps_out=maps, maps_images=1)
+    assert sorted(part["depth"].unique()) == [0, 2]
+    key = ["method", "image", "depth", "metric"]
+    merged = part.merge(full, on=key, suffixes=("_part", "_full"))
+    assert len(merged) == len(part) == 2 * 2 * 2
+    assert np.allclose(merged["value_part"], merged["value_full"])
+    assert (merged["block_part"] == merged["block_full"]).all()
+    # the maps of the first image at the evaluated depths, as (1, H, W)
+    assert set(maps) == {"gradient"} and set(maps["gradient"]) == {0, 2}
+    assert maps["gradient"][2].shape == (1, 32, 32)
+    assert torch.allclose(maps["gradient"][0][0], input_gradient(model, x[:1], model(x[:1]).argmax(1))[0], atol=1e-6)
+    with pytest.raises(ValueError, match="depths"):
+        cascading_randomization({"e": edges}, model, x, depths=[9], progress=False)
+    with pytest.raises(ValueError, match="workers"):
+        cascading_randomization({"e": edges}, model, x, workers=0, progress=False)
+
+
+def test_cascade_metrics_in_worker_processes_give_the_same_values():
+    model, x = small_cnn(), images(2)
+    kw = dict(metrics=("spearman", "hog"), depths=[0, 1], progress=False)
+    one = cascading_randomization({"gradient": input_gradient}, model, x, **kw)
+    two = cascading_randomization({"gradient": input_gradient}, model, x, workers=2, **kw)
+    assert np.allclose(one["value"].to_numpy(), two["value"].to_numpy())
+    assert one[["method", "image", "depth", "metric"]].equals(two[["method", "image", "depth", "metric"]])
+
+
 # -------------------------------------------------------------------------------------
 # adversarial sanity check
 # -------------------------------------------------------------------------------------

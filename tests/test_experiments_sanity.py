@@ -1,0 +1,115 @@
+"""cameras.experiments.sanity: rows of a tiny ci run of the three checks, resume, figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+import cameras.sanity
+from cameras.experiments import sanity as S
+
+TINY = dict(
+    cascade_images=1,
+    cascade_depths=[0, 1, 2],
+    cascade_methods=["gradcam", "gradient"],
+    adversarial_images=1,
+    adversarial_methods=["gradcam", "center"],
+    ks=[10],
+    adv_steps=2,
+    n_random=1,
+    class_images=1,
+    class_slow_images=1,
+    class_methods=["gradcam", "center", "rise"],
+    method_settings={"rise": {"num_masks": 16, "batch_size": 16}},
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    res = S.run("ci", results=results, device="cpu", progress=False, **TINY)
+    return results, res
+
+
+def test_cascade_rows_and_maps(tiny_run):
+    results, res = tiny_run
+    df = res["cascade"]
+    assert (results / "_ci" / "sanity" / "cascade.csv").is_file()
+    assert len(df) == 2 * 1 * 3 * 3  # methods x images x depths x metrics
+    assert list(df.groupby("depth")["block"].first()) == ["none", "_fc", "_bn1"]
+    d0 = df[df["depth"] == 0]
+    assert np.allclose(d0["value"], 1.0)  # depth 0: the untouched copy gives the same maps
+    assert df["value"].notna().all()
+    maps = S.cascade_maps(S.settings_for("ci", **TINY), results=results)
+    assert maps["methods"] == ["gradcam", "gradient"] and maps["depths"] == [0, 1, 2]
+    assert maps["maps"]["gradient"].shape == (3, 1, 224, 224)
+    assert isinstance(S.plot_cascade_maps(maps), Figure)
+    assert isinstance(S.plot_cascade_curves(df), Figure)
+    summ = S.cascade_summary(df)
+    assert set(summ["n_images"]) == {1}
+
+
+def test_adversarial_rows(tiny_run):
+    _, res = tiny_run
+    df = res["adversarial"]
+    assert len(df) == 2 * 1 * 1 * 3  # methods x images x ks x selections
+    assert set(df["selection"]) == {"top", "random", "bottom"}
+    assert (df["drop"] <= df["clean_conf"] + 1e-6).all()
+    summ = S.adversarial_summary(df)
+    assert list(summ["method"]) == ["gradcam", "center"] and (summ["n_images"] == 1).all()
+    assert isinstance(S.plot_adversarial(df), Figure)
+
+
+def test_class_sensitivity_rows(tiny_run):
+    _, res = tiny_run
+    df = res["class_sensitivity"]
+    assert len(df) == 3 * 1 * 3  # methods x images x metrics
+    centre = df[df["method"] == "center"]
+    assert np.allclose(centre["value"], 0.0)  # the centre map ignores the class
+    assert df[df["method"] == "rise"]["settings"].iloc[0]["num_masks"] == 16  # recorded
+    summ = S.class_summary(df)
+    assert list(summ["method"]) == ["gradcam", "rise", "center"]
+    assert "ignores model and class" in summ.set_index("method").loc["center", "note"]
+    assert isinstance(S.plot_class_sensitivity(summ), Figure)
+
+
+def test_second_call_resumes_without_computing(tiny_run, monkeypatch):
+    results, res = tiny_run
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a check that was in the results")
+
+    for fn in ("cascading_randomization", "adversarial_sanity", "class_sensitivity"):
+        monkeypatch.setattr(cameras.sanity, fn, boom)
+    metas = sorted((results / "_ci" / "sanity").glob("*.meta.json"))
+    before = [m.read_text() for m in metas]
+    again = S.run("ci", results=results, device="cpu", progress=False, **TINY)
+    assert len(metas) == 3 and [m.read_text() for m in metas] == before  # no new sessions
+    for k, df in res.items():
+        assert len(again[k]) == len(df)
+        assert list(again[k]["value" if "value" in df else "drop"]) == list(df["value" if "value" in df else "drop"])
+
+
+def test_settings_and_errors(monkeypatch):
+    with pytest.raises(ValueError, match="unknown setting"):
+        S.settings_for("ci", images_n=2)
+    with pytest.raises(ValueError, match="positive int"):
+        S.settings_for("ci", cascade_images=0)
+    with pytest.raises(ValueError, match="unknown check"):
+        S.run("ci", checks=("cascade", "pointing"))
+    from cameras.datasets import MissingDataError
+
+    monkeypatch.delenv("CAMERAS_DATA_ROOT", raising=False)
+    with pytest.raises(MissingDataError):
+        S.run("paper", device="cpu")
+    assert S.PROFILES["offline"]["cascade_methods"] == ["cameras", "gradcam", "gradient", "guided_backprop"]
+
+
+def test_fewer_depths_return_only_those_rows_and_redo_the_figure_maps(tiny_run):
+    results, res = tiny_run
+    kw = dict(TINY, cascade_depths=[0, 1])
+    again = S.run("ci", results=results, device="cpu", progress=False, checks=("cascade",), **kw)
+    assert sorted(again["cascade"]["depth"].unique()) == [0, 1]
+    maps = S.cascade_maps(S.settings_for("ci", **kw), results=results)
+    assert maps["depths"] == [0, 1] and maps["maps"]["gradcam"].shape[0] == 2
