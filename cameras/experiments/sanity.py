@@ -77,7 +77,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cascade_models": ["efficientnet_lite0"],
         "cascade_images": 2,
         "cascade_methods": CASCADE_METHODS,
-        "cascade_depths": [0, 1, 3, 21],
+        "cascade_depths": [0, 1, 2, 3, 6, 11, 16, 21],
         "metrics": ["spearman", "ssim", "hog"],
         "maps_images": 1,
         "adversarial_models": ["efficientnet_lite0"],
@@ -110,7 +110,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cascade_methods": CASCADE_METHODS,
         "cascade_depths": None,
         "metrics": ["spearman", "ssim", "hog"],
-        "maps_images": 2,
+        "maps_images": 1,
         "adversarial_models": ["efficientnet_lite0", "efficientnet_lite2"],
         "adversarial_images": 100,
         "adversarial_methods": ["cameras", "gradcam", "gradient", "guided_backprop", "center"],
@@ -281,7 +281,9 @@ def run_cascade(s: Mapping[str, Any], out: Path, dev: torch.device, progress: bo
                     ids=np.array([it.id for it in todo_i[: s["maps_images"]]]),
                     methods=np.array(todo_m), depths=np.array(depths),
                     blocks=np.array([blocks[d] for d in depths]),
-                    **{f"maps_{m}": np.stack([maps[m][d].numpy() for d in depths]).astype(np.float16)
+                    # maps in [0, 1] stored as 8-bit (1/255 steps): small enough to commit
+                    **{f"maps_{m}": np.round(255 * np.stack([maps[m][d].clamp(0, 1).numpy() for d in depths]))
+                       .astype(np.uint8)
                        for m in todo_m},
                 )
             if progress:
@@ -301,7 +303,8 @@ def _same_maps(path: Path, depths: Sequence[int], methods: Sequence[str]) -> boo
     """Whether a saved ``cascade_maps_*.npz`` holds these depths and methods."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return [int(d) for d in z["depths"]] == list(depths) and [str(m) for m in z["methods"]] == list(methods)
+            same = [int(d) for d in z["depths"]] == list(depths) and [str(m) for m in z["methods"]] == list(methods)
+            return same and all(z[f"maps_{m}"].dtype == np.uint8 for m in methods)
     except (OSError, KeyError, ValueError):
         return False
 
@@ -316,7 +319,7 @@ def cascade_maps(s: Mapping[str, Any], results: str | os.PathLike | None = None,
     return {
         "model": model, "image": d["image"], "ids": [str(i) for i in d["ids"]], "methods": methods,
         "depths": [int(v) for v in d["depths"]], "blocks": [str(b) for b in d["blocks"]],
-        "maps": {m: d[f"maps_{m}"].astype(np.float32) for m in methods},  # (depths, n, H, W)
+        "maps": {m: d[f"maps_{m}"].astype(np.float32) / 255 for m in methods},  # (depths, n, H, W) in [0, 1]
     }
 
 
