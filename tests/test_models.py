@@ -267,3 +267,20 @@ def test_skimage_photos():
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     with pytest.raises(ValueError, match="unknown scikit-image photo"):
         data.skimage_photos(["camera"])
+
+
+def test_channels_last_on_cpu_changes_speed_not_results(chelsea):
+    """CPU models are stored channels_last by default; maps and logits match the NCHW model."""
+    from cameras import Cameras
+
+    cl = load_model("efficientnet_lite0")  # cpu: channels_last by default
+    plain = load_model("efficientnet_lite0", channels_last=False)
+    w_cl = cl.model._conv_stem.weight
+    assert w_cl.is_contiguous(memory_format=torch.channels_last) and not w_cl.is_contiguous()
+    assert plain.model._conv_stem.weight.is_contiguous()
+    x = cl.preprocess(chelsea)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(cl.model(x), plain.model(x), rtol=1e-4, atol=1e-4)
+    a = Cameras(cl.model, layer=cl.layer, sizes=[224, 324])(x)
+    b = Cameras(plain.model, layer=plain.layer, sizes=[224, 324])(x)
+    assert (a - b).abs().max() < 1e-4
