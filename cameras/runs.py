@@ -160,6 +160,11 @@ class ResultsWriter:
     fsync_every:
         Also ``os.fsync`` every so many rows (flushes happen after every row regardless).
 
+    One writer per file at a time: two processes appending to the same CSV concurrently can
+    interleave lines and duplicate rows (there is no file lock). Run parallel jobs into
+    different files (e.g. one per model and method, as the pointing experiment does) or one
+    after another.
+
     Use as a context manager::
 
         with ResultsWriter("results/pg.csv", meta={"settings": s}) as w:

@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._common import results_subdir
+
 __all__ = [
     "PROFILES",
     "PAPER_RESULT",
@@ -180,12 +182,7 @@ def settings_for(profile: str | Mapping[str, Any], **overrides: Any) -> dict[str
 
 def results_path(settings: Mapping[str, Any], results: str | os.PathLike | None = None) -> Path:
     """``<results>/attacks`` (``<results>/_ci/attacks`` for the ci profile)."""
-    from ..runs import results_dir
-
-    base = results_dir(results)
-    if settings.get("name") == "ci":
-        base = base / "_ci"
-    return base / "attacks"
+    return results_subdir("attacks", settings.get("name") == "ci", results)
 
 
 def attack_name(variant: Mapping[str, Any] | None) -> str:

@@ -79,6 +79,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import DEFAULT_SIZES
+from ._common import loader_workers, spread_indices
 
 __all__ = [
     "PROFILES",
@@ -259,18 +260,9 @@ def model_sizes(sizes: Sequence[int], input_size: int, base: int = 224) -> list[
     return [int(v) - int(base) + int(input_size) for v in sizes]
 
 
-def select_indices(n_total: int, n: int | None) -> list[int]:
-    """``n`` indices spread evenly over ``range(n_total)`` (all of them for ``None``)."""
-    if n is None or n >= n_total:
-        return list(range(n_total))
-    return sorted({int(round(v)) for v in np.linspace(0, n_total - 1, n)})
-
-
-def _workers(w) -> int:
-    if w == "auto":
-        cpus = os.cpu_count() or 1
-        return 0 if cpus <= 2 else min(8, cpus - 1)
-    return int(w)
+#: ``n`` indices spread evenly over ``range(n_total)`` (all of them for ``None``)
+select_indices = spread_indices
+_workers = loader_workers
 
 
 # ========================================================================================

@@ -72,6 +72,7 @@ import numpy as np
 import torch
 
 from ..core import DEFAULT_SIZES
+from ._common import loader_workers, results_subdir, spread_indices
 
 __all__ = [
     "PROFILES",
@@ -369,10 +370,7 @@ def method_settings_for(s: Mapping[str, Any], method: str, side: int) -> dict[st
 # ========================================================================================
 def results_folder(s: Mapping[str, Any], results: str | os.PathLike | None = None) -> Path:
     """``<results>/_ci/pointing`` for the ``ci`` profile, else ``<results>/pointing``."""
-    from ..runs import results_dir
-
-    base = results_dir(results)
-    return base / "_ci" / "pointing" if s.get("profile") == "ci" else base / "pointing"
+    return results_subdir("pointing", s.get("profile") == "ci", results)
 
 
 def _safe(name: str) -> str:
@@ -391,18 +389,9 @@ def _paper_path(folder: Path, kind: str, arch: str, method: str) -> Path:
 # ========================================================================================
 # grid pointing game
 # ========================================================================================
-def candidate_indices(n_total: int, n: int | None) -> list[int]:
-    """``n`` indices spread evenly over ``range(n_total)`` (all of them for ``None``)."""
-    if n is None or n >= n_total:
-        return list(range(n_total))
-    return sorted({int(round(v)) for v in np.linspace(0, n_total - 1, n)})
-
-
-def _workers(w) -> int:
-    if w == "auto":
-        cpus = os.cpu_count() or 1
-        return 0 if cpus <= 2 else min(8, cpus - 1)
-    return int(w)
+#: ``n`` indices spread evenly over ``range(n_total)`` (all of them for ``None``)
+candidate_indices = spread_indices
+_workers = loader_workers
 
 
 class _Preprocess:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._common import results_subdir
 from .attacks import Item, LazyWriter, check_data, image_items, load_pixels
 
 __all__ = [
@@ -197,12 +198,7 @@ def settings_for(profile: str | Mapping[str, Any], **overrides: Any) -> dict[str
 
 def results_path(settings: Mapping[str, Any], results: str | os.PathLike | None = None) -> Path:
     """``<results>/sanity`` (``<results>/_ci/sanity`` for the ci profile)."""
-    from ..runs import results_dir
-
-    base = results_dir(results)
-    if settings.get("name") == "ci":
-        base = base / "_ci"
-    return base / "sanity"
+    return results_subdir("sanity", settings.get("name") == "ci", results)
 
 
 def _items(s: Mapping[str, Any], n: int) -> list[Item]:
