@@ -93,3 +93,26 @@ def test_figure_marks_missing_panels(small_run, tmp_path) -> None:
     t = Q.status_table(df)
     assert t.loc["Grad-CAM", "EfficientNet-Lite0"] == "ok"
     assert Q.timing_table(df).shape[0] == 2
+
+
+def test_skip_leaves_out_model_method_pairs(small_run) -> None:
+    """``skip`` drops (model, method) pairs from the run, the rows and the status table."""
+    tmp, kw, df = small_run
+    s = Q.resolve_settings("ci", **kw, skip={"efficientnet_lite0": "cameras"})
+    assert s["skip"] == {"efficientnet_lite0": ["cameras"]}
+    assert Q.methods_for(s, "efficientnet_lite0") == ["gradcam", "excitation_backprop"]
+    assert Q.methods_for(s, "efficientnet_lite1") == ["gradcam", "cameras", "excitation_backprop"]
+    rows = Q.load_results(s, results=tmp)
+    assert set(rows["method"]) == {"gradcam", "excitation_backprop"}
+    # rows of another model with that method skipped show as not run in the status table
+    other = df.assign(model="efficientnet_lite1")
+    table = Q.status_table(__import__("pandas").concat([rows, other]))
+    assert table.loc["CAMERAS", "EfficientNet-Lite0"].startswith("not run")
+    assert table.loc["CAMERAS", "EfficientNet-Lite1"] == "ok"
+    off = Q.resolve_settings("offline")
+    assert Q.methods_for(off, "efficientnet_lite2") == [
+        m for m in off["methods"] if m not in ("rise", "extremal_perturbation")]
+    with pytest.raises(TypeError, match="skip must be a dict"):
+        Q.resolve_settings("ci", skip=["cameras"])
+    with pytest.raises(ValueError, match="unknown saliency method"):
+        Q.resolve_settings("ci", skip={"efficientnet_lite0": ["gradcamm"]})
