@@ -205,7 +205,13 @@ class ResultsWriter:
         self.recovered_truncated = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._load_existing()
-        self._write_meta()
+        # The session is recorded in the sidecar when the first row is written (or now, if a
+        # truncated row was dropped), so opening a complete file to resume it (nothing left
+        # to do) leaves both files untouched.
+        self._meta_pending = True
+        if self.recovered_truncated:
+            self._write_meta()
+            self._meta_pending = False
 
     # -- opening ---------------------------------------------------------------------------
     def _load_existing(self) -> None:
@@ -349,6 +355,9 @@ class ResultsWriter:
                 f"row has column(s) {extra} that {self.path.name} does not have "
                 f"(columns: {self.columns})"
             )
+        if self._meta_pending:
+            self._write_meta()
+            self._meta_pending = False
         self._open()
         self._writer.writerow([_cell(row.get(c)) for c in self.columns])
         self._file.flush()

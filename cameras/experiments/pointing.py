@@ -141,7 +141,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "candidates": None,
         "cell_size": None,
         "n_grids": 32,
-        "method_grids": {"extremal_perturbation": 3},
+        "method_grids": {"extremal_perturbation": 2},  # the grids the stored GPU run scored
         "threshold": 0.5,
         "seed": 0,
         "cameras_zoom": list(_ZOOM),
