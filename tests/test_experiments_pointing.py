@@ -176,3 +176,11 @@ def test_skip_leaves_out_model_method_pairs(small_run, monkeypatch) -> None:
         P.resolve_settings("ci", skip={"efficientnet_lite0": ["gradcamm"]})
     with pytest.raises(TypeError, match="skip must be a dict"):
         P.resolve_settings("ci", skip=["cameras"])
+
+
+def test_wilson_interval_contains_the_rate() -> None:
+    """At a hit rate of 0 or 1 an end of the interval equals the rate exactly (error bars >= 0)."""
+    for k, n in [(0, 128), (128, 128), (127, 128), (1, 3), (12, 12)]:
+        lo, hi = P._wilson(k, n)
+        assert 0 <= lo <= k / n <= hi <= 1
+    assert P._wilson(128, 128)[1] == 1.0 and P._wilson(0, 128)[0] == 0.0

@@ -795,7 +795,8 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     d = 1 + z * z / n
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return c - h, c + h
+    # the interval contains p; at p = 0 or 1 one end equals p, which rounding can push past it
+    return min(c - h, p), max(c + h, p)
 
 
 def summary(rows):
