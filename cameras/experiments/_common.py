@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["loader_workers", "results_subdir", "spread_indices"]
+__all__ = ["check_skip", "loader_workers", "methods_for", "profile_copy", "results_subdir", "spread_indices"]
 
 
 def results_subdir(name: str, ci: bool, results: str | os.PathLike | None = None) -> Path:
@@ -33,3 +36,46 @@ def loader_workers(w: int | str) -> int:
         cpus = os.cpu_count() or 1
         return 0 if cpus <= 2 else min(8, cpus - 1)
     return int(w)
+
+
+def profile_copy(profiles: Mapping[str, Mapping[str, Any]], profile: str | Mapping[str, Any], *,
+                 base: str | None = None, record_name: bool = True) -> dict[str, Any]:
+    """A deep copy of the settings of ``profile``: a name in ``profiles`` or a settings dict.
+
+    A dict starts from ``profiles[base]`` (when ``base`` is given) and overrides it. With
+    ``record_name`` the result's ``"profile"`` is the name (``"custom"`` for a dict without one).
+    Raises ``ValueError`` for an unknown name and ``TypeError`` for anything else.
+    """
+    if isinstance(profile, str):
+        if profile not in profiles:
+            raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(profiles)}")
+        s = copy.deepcopy(dict(profiles[profile]))
+        if record_name:
+            s["profile"] = profile
+    elif isinstance(profile, Mapping):
+        s = copy.deepcopy(dict(profiles[base])) if base is not None else {}
+        s.update(copy.deepcopy(dict(profile)))
+        if record_name:
+            s.setdefault("profile", "custom")
+    else:
+        raise TypeError(f"profile must be a name or a settings dict, got {type(profile).__name__}")
+    return s
+
+
+def check_skip(s: dict[str, Any]) -> None:
+    """Validate and normalise ``s["skip"]``, ``{model: [methods]}``: the (model, method) pairs a
+    profile does not compute (names resolved through the model and method registries)."""
+    from ..methods import info
+    from ..models import get_spec
+
+    skip = s.get("skip") or {}
+    if not isinstance(skip, Mapping):
+        raise TypeError(f"skip must be a dict {{model: [methods]}}, got {skip!r}")
+    s["skip"] = {get_spec(m).name: [info(x).name for x in ([v] if isinstance(v, str) else v)]
+                 for m, v in skip.items()}
+
+
+def methods_for(s: Mapping[str, Any], model: str) -> list[str]:
+    """The methods computed for ``model``: ``s["methods"]`` less the profile's ``skip``."""
+    skip = set((s.get("skip") or {}).get(model, ()))
+    return [m for m in s["methods"] if m not in skip]

@@ -31,7 +31,6 @@ Headless::
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._common import results_subdir
+from ._common import profile_copy, results_subdir
 
 __all__ = [
     "PROFILES",
@@ -153,14 +152,7 @@ def settings_for(profile: str | Mapping[str, Any], **overrides: Any) -> dict[str
     ``profile`` is a name in :data:`PROFILES` or a settings dict (e.g. a notebook's, with
     overrides already applied); overrides whose value is ``None`` are ignored.
     """
-    if isinstance(profile, str):
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-        s = copy.deepcopy(PROFILES[profile])
-    elif isinstance(profile, Mapping):
-        s = copy.deepcopy(dict(profile))
-    else:
-        raise TypeError(f"profile must be a name or a settings dict, got {type(profile).__name__}")
+    s = profile_copy(PROFILES, profile, record_name=False)
     known = set(PROFILES["offline"]) | {"sample_dir", "data_root"}
     for k, v in overrides.items():
         if k not in known:

@@ -79,7 +79,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import DEFAULT_SIZES
-from ._common import loader_workers, spread_indices
+from ._common import loader_workers, profile_copy, spread_indices
 
 __all__ = [
     "PROFILES",
@@ -196,17 +196,7 @@ def resolve_settings(profile: str | Mapping[str, Any], **overrides: Any) -> dict
 
     Raises a ``ValueError`` for an unknown profile or setting, or a value of the wrong kind.
     """
-    if isinstance(profile, str):
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-        s = copy.deepcopy(PROFILES[profile])
-        s["profile"] = profile
-    elif isinstance(profile, Mapping):
-        s = copy.deepcopy(dict(PROFILES["offline"]))
-        s.update(copy.deepcopy(dict(profile)))
-        s.setdefault("profile", "custom")
-    else:
-        raise TypeError(f"profile must be a name or a dict, got {type(profile).__name__}")
+    s = profile_copy(PROFILES, profile, base="offline")
     valid = set(PROFILES["offline"]) | {"profile"}
     unknown = sorted(set(overrides) - valid)
     if unknown:

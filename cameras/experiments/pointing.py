@@ -72,7 +72,14 @@ import numpy as np
 import torch
 
 from ..core import DEFAULT_SIZES
-from ._common import loader_workers, results_subdir, spread_indices
+from ._common import (
+    check_skip,
+    loader_workers,
+    methods_for,
+    profile_copy,
+    results_subdir,
+    spread_indices,
+)
 
 __all__ = [
     "PROFILES",
@@ -237,18 +244,8 @@ def resolve_settings(profile: str | Mapping[str, Any], **overrides: Any) -> dict
     ``paper``). ``method_settings`` overrides are merged per method. Raises a ``ValueError``
     for an unknown profile, setting, model or method, or a value of the wrong kind.
     """
-    if isinstance(profile, str):
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-        s = copy.deepcopy(PROFILES[profile])
-        s["profile"] = profile
-    elif isinstance(profile, Mapping):
-        base = "paper" if profile.get("task") == "pointing_game" else "offline"
-        s = copy.deepcopy(PROFILES[base])
-        s.update(copy.deepcopy(dict(profile)))
-        s.setdefault("profile", "custom")
-    else:
-        raise TypeError(f"profile must be a name or a dict, got {type(profile).__name__}")
+    base = "paper" if isinstance(profile, Mapping) and profile.get("task") == "pointing_game" else "offline"
+    s = profile_copy(PROFILES, profile, base=base)
     valid = set(s) | {"profile"}
     unknown = sorted(set(overrides) - valid)
     if unknown:
@@ -315,11 +312,7 @@ def _check(s: dict[str, Any]) -> None:
         s["cameras_zoom"] = z
         if not isinstance(s["example"], bool):
             raise TypeError(f"example must be True or False, got {s['example']!r}")
-        skip = s.get("skip") or {}
-        if not isinstance(skip, Mapping):
-            raise TypeError(f"skip must be a dict {{model: [methods]}}, got {skip!r}")
-        s["skip"] = {get_spec(m).name: [info(x).name for x in ([v] if isinstance(v, str) else v)]
-                     for m, v in skip.items()}
+        check_skip(s)
         w = s["workers"]
         if w != "auto" and (isinstance(w, bool) or not isinstance(w, int) or w < 0):
             raise ValueError(f"workers must be 'auto' or an int >= 0, got {w!r}")
@@ -335,12 +328,6 @@ def _check(s: dict[str, Any]) -> None:
             raise ValueError(f"the pointing game models are TorchRay's {archs}, not {bad}")
         if s["limit"] is not None:
             _positive_int(s["limit"], "limit")
-
-
-def methods_for(s: Mapping[str, Any], model: str) -> list[str]:
-    """The methods the grid task runs for ``model``: ``methods`` less the profile's ``skip``."""
-    skip = set((s.get("skip") or {}).get(model, ()))
-    return [m for m in s["methods"] if m not in skip]
 
 
 def grid_side(input_size: int, grid: int = 2) -> int:

@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from ..core import DEFAULT_SIZES
+from ._common import check_skip, methods_for, profile_copy, results_subdir
 from .pointing import METHOD_NAMES, MODEL_NAMES, cameras_sizes
 
 __all__ = [
@@ -175,17 +176,7 @@ def resolve_settings(profile: str | Mapping[str, Any], **overrides: Any) -> dict
     from ..methods import info, method_settings
     from ..models import get_spec
 
-    if isinstance(profile, str):
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-        s = copy.deepcopy(PROFILES[profile])
-        s["profile"] = profile
-    elif isinstance(profile, Mapping):
-        s = copy.deepcopy(PROFILES["offline"])
-        s.update(copy.deepcopy(dict(profile)))
-        s.setdefault("profile", "custom")
-    else:
-        raise TypeError(f"profile must be a name or a dict, got {type(profile).__name__}")
+    s = profile_copy(PROFILES, profile, base="offline")
     unknown = sorted(set(overrides) - set(s))
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}; valid: {', '.join(sorted(s))}")
@@ -220,11 +211,7 @@ def resolve_settings(profile: str | Mapping[str, Any], **overrides: Any) -> dict
     if not z or any(v <= 0 for v in z):
         raise ValueError(f"cameras_zoom must be positive factors, got {s['cameras_zoom']!r}")
     s["cameras_zoom"] = z
-    skip = s.get("skip") or {}
-    if not isinstance(skip, Mapping):
-        raise TypeError(f"skip must be a dict {{model: [methods]}}, got {skip!r}")
-    s["skip"] = {get_spec(m).name: [info(x).name for x in ([v] if isinstance(v, str) else v)]
-                 for m, v in skip.items()}
+    check_skip(s)
     layers = s["layers"] or {}
     if not isinstance(layers, Mapping):
         raise TypeError("layers must be a dict {model: {method: layer}}")
@@ -241,16 +228,7 @@ def _resolved(profile) -> dict[str, Any]:
 
 def results_folder(s: Mapping[str, Any], results: str | os.PathLike | None = None) -> Path:
     """``<results>/_ci/qualitative`` for the ``ci`` profile, else ``<results>/qualitative``."""
-    from ..runs import results_dir
-
-    base = results_dir(results)
-    return base / "_ci" / "qualitative" if s.get("profile") == "ci" else base / "qualitative"
-
-
-def methods_for(s: Mapping[str, Any], model: str) -> list[str]:
-    """The methods computed for ``model``: ``methods`` less the profile's ``skip``."""
-    skip = set((s.get("skip") or {}).get(model, ()))
-    return [m for m in s["methods"] if m not in skip]
+    return results_subdir("qualitative", s.get("profile") == "ci", results)
 
 
 def rows_path(folder: Path, model: str) -> Path:

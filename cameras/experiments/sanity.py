@@ -29,7 +29,6 @@ has its own). ``cameras.methods`` (Grad-CAM, Gradient, Guided backprop, ...) nee
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._common import results_subdir
+from ._common import profile_copy, results_subdir
 from .attacks import Item, LazyWriter, check_data, image_items, load_pixels
 
 __all__ = [
@@ -172,14 +171,7 @@ _INT_KEYS = ("cascade_images", "maps_images", "adversarial_images", "adv_steps",
 
 def settings_for(profile: str | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
     """The profile's settings (a copy) with ``overrides`` (``None`` values ignored)."""
-    if isinstance(profile, str):
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-        s = copy.deepcopy(PROFILES[profile])
-    elif isinstance(profile, Mapping):
-        s = copy.deepcopy(dict(profile))
-    else:
-        raise TypeError(f"profile must be a name or a settings dict, got {type(profile).__name__}")
+    s = profile_copy(PROFILES, profile, record_name=False)
     known = set(PROFILES["offline"]) | {"sample_dir", "data_root", "photos"}
     for k, v in overrides.items():
         if k not in known:
