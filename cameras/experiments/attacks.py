@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..runs import ResultsWriter
 from ._common import profile_copy, results_subdir
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "image_items",
     "load_pixels",
     "attack_name",
-    "LazyWriter",
     "run",
     "paired",
     "summary",
@@ -277,57 +277,6 @@ def check_data(settings: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------
 # the run
 # ----------------------------------------------------------------------------------------
-class LazyWriter:
-    """:class:`cameras.runs.ResultsWriter` opened only when the first row is written.
-
-    ``done(key)`` answers from the CSV already on disk, so a run that has nothing left to
-    compute (a notebook reading committed results) neither opens the file for writing nor
-    adds a session to its ``.meta.json`` sidecar. Keys compare as strings, as in the writer.
-    """
-
-    def __init__(self, path: Path, key: Sequence[str], columns: Sequence[str], meta: Mapping[str, Any], device: Any):
-        self.path, self.key, self.columns, self.meta, self.device = Path(path), tuple(key), list(columns), meta, device
-        self._writer = None
-        self._keys = _existing_keys(self.path, self.key)
-
-    def done(self, key: Sequence[Any]) -> bool:
-        if self._writer is not None:
-            return self._writer.done(key)
-        return tuple(str(v) for v in key) in self._keys
-
-    def write(self, row: Mapping[str, Any]) -> bool:
-        if self._writer is None:
-            from ..runs import ResultsWriter
-
-            self._writer = ResultsWriter(self.path, key=self.key, columns=self.columns, meta=self.meta,
-                                         device=self.device)
-        return self._writer.write(row)
-
-    def __enter__(self) -> LazyWriter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
-def _existing_keys(path: Path, key: Sequence[str]) -> set[tuple[str, ...]]:
-    """The key tuples (as written, strings) of the complete rows of a results CSV."""
-    import csv as _csv
-
-    if not path.exists() or path.stat().st_size == 0:
-        return set()
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(_csv.reader(f))
-    if not rows:
-        return set()
-    header = rows[0]
-    missing = [k for k in key if k not in header]
-    if missing:
-        raise ValueError(f"{path} lacks the key column(s) {missing}")
-    idx = [header.index(k) for k in key]
-    return {tuple(r[i] for i in idx) for r in rows[1:] if len(r) == len(header)}
-
 _COLUMNS = [
     "model", "image", "attack", "label", "penalty_norm", "beta", "step", "eps", "alpha",
     "max_iter", "confidence_target", "clean_prediction", "target", "prediction", "confidence",
@@ -375,7 +324,7 @@ def run(
         fig_file = out / f"fig6_{name}.npz"
         want_fig = mi == 0 and s["figure_images"] > 0 and not fig_file.exists()
         fig_ids = {it.id for it in items[: s["figure_images"]]}
-        with LazyWriter(csv, key=("model", "image", "attack"), columns=_COLUMNS, meta=meta, device=dev) as w:
+        with ResultsWriter(csv, key=("model", "image", "attack"), columns=_COLUMNS, meta=meta, device=dev) as w:
             todo_ids = {it.id for it in items if any(not w.done((name, it.id, attack_name(a))) for a in attacks)}
             if want_fig:  # the figure images are recomputed when their arrays are missing
                 todo_ids |= fig_ids

@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..runs import ResultsWriter
 from ._common import profile_copy, results_subdir
-from .attacks import Item, LazyWriter, check_data, image_items, load_pixels
+from .attacks import Item, check_data, image_items, load_pixels
 
 __all__ = [
     "PROFILES",
@@ -234,7 +235,7 @@ def run_cascade(s: Mapping[str, Any], out: Path, dev: torch.device, progress: bo
     evaluated: dict[str, list[int]] = {}
     for name in s["cascade_models"]:
         maps_file = out / f"cascade_maps_{name}.npz"
-        with LazyWriter(csv, key=("model", "method", "image", "depth", "metric"), columns=_CASCADE_COLS,
+        with ResultsWriter(csv, key=("model", "method", "image", "depth", "metric"), columns=_CASCADE_COLS,
                            meta=meta, device=dev) as w:
             depths = s["cascade_depths"]
             lm = load_model(name, device=dev)
@@ -343,7 +344,7 @@ def run_adversarial(s: Mapping[str, Any], out: Path, dev: torch.device, progress
     sels = ("top", "random", "bottom")
     meta = {"experiment": "sanity/adversarial", "settings": dict(s)}
     for name in s["adversarial_models"]:
-        with LazyWriter(csv, key=("model", "method", "image", "k", "selection"), columns=_ADV_COLS,
+        with ResultsWriter(csv, key=("model", "method", "image", "k", "selection"), columns=_ADV_COLS,
                            meta=meta, device=dev) as w:
             todo = [it for it in items if any(not w.done((name, m, it.id, k, sel)) for m in methods
                                               for k in ks for sel in sels)]
@@ -408,7 +409,7 @@ def run_class_sensitivity(s: Mapping[str, Any], out: Path, dev: torch.device, pr
     meta = {"experiment": "sanity/class_sensitivity", "settings": dict(s)}
     all_ids = set()
     for name in s["class_models"]:
-        with LazyWriter(csv, key=("model", "method", "image", "metric"), columns=_CLASS_COLS,
+        with ResultsWriter(csv, key=("model", "method", "image", "metric"), columns=_CLASS_COLS,
                            meta=meta, device=dev) as w:
             lm = None
             t0 = time.time()
