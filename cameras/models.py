@@ -107,6 +107,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "model_table",
+    "label",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -314,10 +315,24 @@ class ModelSpec:
     description: str = ""
     offline: bool = False  #: weights available without a download
     min_size: int = 32  #: smallest input side the network accepts
+    label: str = ""  #: display name for tables and figures
 
 
 def _spec(name, layer, size, resize, mean, std, build, desc, offline=False, min_size=32):
-    return ModelSpec(name, layer, size, resize, tuple(mean), tuple(std), build, desc, offline, min_size)
+    label = desc.split(" (", 1)[0]
+    return ModelSpec(name, layer, size, resize, tuple(mean), tuple(std), build, desc, offline,
+                     min_size, label)
+
+
+#: Display names of models that are not in :data:`MODELS` (TorchRay's pointing-game models).
+_OTHER_LABELS = {"resnet50_voc07": "ResNet-50 (VOC07)", "vgg16_voc07": "VGG16 (VOC07)",
+                 "resnet50_coco": "ResNet-50 (COCO)", "vgg16_coco": "VGG16 (COCO)"}
+
+
+def label(name: str) -> str:
+    """Display name of a model (``"EfficientNet-Lite0"``); unknown names come back unchanged."""
+    spec = MODELS.get(str(name).strip().lower().replace("-", "_"))
+    return spec.label if spec is not None else _OTHER_LABELS.get(name, name)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -328,7 +343,7 @@ MODELS: dict[str, ModelSpec] = {
               "ResNet-50 (torchvision), last residual stage"),
         _spec("vgg16", "features.29", 224, 256, IMAGENET_MEAN, IMAGENET_STD,
               _torchvision_builder("vgg16", "vgg16", "VGG16_Weights"),
-              "VGG-16 (torchvision), ReLU after conv5_3"),
+              "VGG16 (torchvision), ReLU after conv5_3"),
         _spec("densenet121", "features", 224, 256, IMAGENET_MEAN, IMAGENET_STD,
               _torchvision_builder("densenet121", "densenet121", "DenseNet121_Weights"),
               "DenseNet-121 (torchvision), all dense blocks + norm5"),

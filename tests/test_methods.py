@@ -480,3 +480,31 @@ def test_default_layers_of_modules_follow_wrappers(resnet):
     assert default_layers(lite.model)["gradcam"] == lite.layer
     tv = default_layers(torchvision.models.vgg11())
     assert tv == default_layers("vgg11")
+
+
+def test_registry_metadata_is_complete():
+    """Every method states what the tables, figures and layer defaults derive from it."""
+    from cameras.methods import LAYER_ROLES, info, label
+
+    for name in names():
+        spec = info(name)
+        assert spec.label and spec.label != name or name in ("cameras",), name
+        assert spec.short and len(spec.short) <= 16, (name, spec.short)
+        assert spec.group in ("paper", "extra"), name
+        assert spec.layer_role in LAYER_ROLES, name
+        assert spec.reference and spec.summary, name
+        assert spec.order != float("inf"), f"{name}: give it an order in the canonical list"
+        assert (spec.layer == "required") == (spec.layer_role not in (None,)), name
+        assert label(name) == spec.label and label(name, short=True) == spec.short
+    assert names()[0] == "cameras"
+    assert PAPER_METHODS == tuple(n for n in names() if info(n).group == "paper")
+
+
+def test_default_layer_table_follows_layer_roles():
+    from cameras.methods import default_layers, info
+
+    table = default_layers("resnet50")
+    assert list(table) == names()
+    roles = {"cam": "layer4", "ebp": "layer3", ("ebp", "contrast"): ("layer3", "avgpool"), None: None}
+    for name, layer in table.items():
+        assert layer == roles[info(name).layer_role], name

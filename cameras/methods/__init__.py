@@ -38,10 +38,11 @@ from . import cam as _cam  # noqa: F401
 from . import perturbation as _perturbation  # noqa: F401
 from ._guard import ModelGuard, hook_count
 from ._registry import (
-    _REGISTRY,
+    LAYER_ROLES,
     Call,
     MethodSpec,
     info,
+    label,
     method_settings,
     names,
     register,
@@ -52,35 +53,16 @@ from ._registry import (
 from .layers import KNOWN_ARCHITECTURES, architecture, default_layers
 from .perturbation import center_map
 
-#: The methods of the paper's comparison (Table 1 baselines + CAMERAS), then the extras.
-PAPER_METHODS = (
-    "cameras",
-    "gradcam",
-    "normgrad",
-    "gradient",
-    "deconvnet",
-    "guided_backprop",
-    "excitation_backprop",
-    "contrastive_excitation_backprop",
-    "rise",
-    "extremal_perturbation",
-    "center",
-)
-EXTRA_METHODS = ("hirescam", "layercam", "gradcam++")
-
-# canonical order of names()
-def _canonical_order() -> None:
-    order = {n: i for i, n in enumerate(PAPER_METHODS + EXTRA_METHODS)}
-    items = sorted(_REGISTRY.items(), key=lambda kv: order.get(kv[0], len(order)))
-    _REGISTRY.clear()
-    _REGISTRY.update(items)
-
-
-_canonical_order()
+#: The methods of the paper's comparison (Table 1 baselines + CAMERAS), then the extras
+#: (derived from the registry's ``group``; the order is :func:`names`').
+PAPER_METHODS = tuple(names("paper"))
+EXTRA_METHODS = tuple(names("extra"))
 
 __all__ = [
     "saliency",
     "names",
+    "label",
+    "LAYER_ROLES",
     "info",
     "method_settings",
     "settings_json",

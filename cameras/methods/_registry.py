@@ -22,6 +22,8 @@ __all__ = [
     "Call",
     "register",
     "names",
+    "label",
+    "LAYER_ROLES",
     "info",
     "method_settings",
     "saliency",
@@ -29,6 +31,11 @@ __all__ = [
 ]
 
 LayerKind = Literal["required", "optional", "none"]
+Group = Literal["paper", "extra"]
+#: What a method's default layer is, per architecture (see :mod:`cameras.methods.layers`):
+#: ``"cam"`` the last convolutional block (CAM-type methods), ``"ebp"`` the excitation-backprop
+#: layer, ``("ebp", "contrast")`` a (saliency, contrast) pair, ``None`` the input / no layer.
+LAYER_ROLES = ("cam", "ebp", ("ebp", "contrast"), None)
 
 
 @dataclass
@@ -66,6 +73,12 @@ class MethodSpec:
     own_top1: with ``targets=None`` the method picks its own class (CAMERAS: top-1 at the
         reference size) instead of the top-1 at the input resolution.
     check: optional validator ``check(settings) -> None`` raising ``ValueError``/``TypeError``.
+    label: display name (the paper's wording where it has one), for tables and legends.
+    short: short display name for figure panels (default: ``label``).
+    group: ``"paper"`` (CAMERAS and the baselines of the paper's Table 1) or ``"extra"``.
+    layer_role: which layer of an architecture the method uses by default (:data:`LAYER_ROLES`);
+        :func:`cameras.methods.default_layers` builds its table from it.
+    order: position in :func:`names` (lower first; ties in registration order).
     """
 
     name: str
@@ -79,6 +92,17 @@ class MethodSpec:
     summary: str = ""
     own_top1: bool = False
     check: Callable[[dict], None] | None = None
+    label: str = ""
+    short: str = ""
+    group: Group = "extra"
+    layer_role: Any = "cam"
+    order: float = float("inf")
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+        if not self.short:
+            object.__setattr__(self, "short", self.label)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -95,13 +119,31 @@ def register(spec: MethodSpec) -> MethodSpec:
     """Add a method to the registry (names are unique)."""
     if spec.name in _REGISTRY:
         raise ValueError(f"saliency method {spec.name!r} is already registered")
+    if spec.group not in ("paper", "extra"):
+        raise ValueError(f"{spec.name}: group must be 'paper' or 'extra', got {spec.group!r}")
+    if spec.layer_role not in LAYER_ROLES:
+        raise ValueError(f"{spec.name}: layer_role must be one of {LAYER_ROLES}, got {spec.layer_role!r}")
     _REGISTRY[spec.name] = spec
     return spec
 
 
-def names() -> list[str]:
-    """Names of all registered saliency methods, in registration order."""
-    return list(_REGISTRY)
+def names(group: Group | None = None) -> list[str]:
+    """Names of the registered saliency methods (of one ``group`` if given), in canonical order.
+
+    The order is the specs' ``order`` (CAMERAS, then the paper's baselines in Table 1's order,
+    then the extras), ties broken by registration order.
+    """
+    ranked = sorted(enumerate(_REGISTRY.values()), key=lambda t: (t[1].order, t[0]))
+    return [s.name for _, s in ranked if group is None or s.group == group]
+
+
+def label(name: str, short: bool = False) -> str:
+    """Display name of a method (``short=True``: the one for figure panels); unknown names are
+    returned unchanged, so tables can hold non-method rows too."""
+    spec = _REGISTRY.get(name)
+    if spec is None:
+        return name
+    return spec.short if short else spec.label
 
 
 def info(name: str) -> MethodSpec:

@@ -168,6 +168,7 @@ register(MethodSpec(
     layer="optional", source=_TORCHRAY, check=_check_smooth,
     reference="Simonyan, Vedaldi & Zisserman, Deep inside convolutional networks, ICLRw 2014",
     summary="max_c |d logit / d x_c|, smoothed (TorchRay benchmark)",
+    label="Gradient", group="paper", layer_role=None, order=3,
 ))
 
 
@@ -183,6 +184,7 @@ register(MethodSpec(
     check=_check_pointwise,
     reference="Zeiler & Fergus, Visualizing and understanding convolutional networks, ECCV 2014",
     summary="max_c |deconvnet signal at x_c|, smoothed (TorchRay benchmark)",
+    label="DeConvNet", group="paper", layer_role=None, order=4,
 ))
 register(MethodSpec(
     "guided_backprop", _pointwise(GuidedBackpropContext, _GuidedReLU6, "guided_backprop"),
@@ -190,6 +192,7 @@ register(MethodSpec(
     check=_check_pointwise,
     reference="Springenberg et al., Striving for simplicity, ICLRw 2015",
     summary="max_c |guided backprop signal at x_c|, smoothed (TorchRay benchmark)",
+    label="Guided backprop", short="Guided BP", group="paper", layer_role=None, order=5,
 ))
 
 
@@ -207,6 +210,7 @@ register(MethodSpec(
     "gradcam", _gradcam, source=_TORCHRAY,
     reference="Selvaraju et al., Grad-CAM, ICCV 2017",
     summary="up(ReLU(sum_k mean_uv(G_k) A_k)) (TorchRay's grad_cam)",
+    label="Grad-CAM", group="paper", layer_role="cam", order=1,
 ))
 
 
@@ -314,6 +318,7 @@ register(MethodSpec(
     "excitation_backprop", _ebp, defaults={"strict": True}, source=_TORCHRAY, check=_check_strict,
     reference="Zhang et al., Top-down neural attention by excitation backprop, ECCV 2016",
     summary="sum_c of the marginal winning probability at the layer (MWP)",
+    label="Excitation backprop (MWP)", short="MWP", group="paper", layer_role="ebp", order=6,
 ))
 register(MethodSpec(
     "contrastive_excitation_backprop", _cebp,
@@ -321,4 +326,5 @@ register(MethodSpec(
     source=_TORCHRAY, check=_check_strict,
     reference="Zhang et al., Top-down neural attention by excitation backprop, ECCV 2016",
     summary="ReLU(sum_c MWP(target) - MWP(contrast)) at the layer (cMWP)",
+    label="Contrastive EBP (cMWP)", short="cMWP", group="paper", layer_role=("ebp", "contrast"), order=7,
 ))

@@ -117,24 +117,29 @@ register(MethodSpec(
     defaults={"sizes": list(DEFAULT_SIZES), "batch_size": None, "progress": None},
     source="cameras.core.Cameras", reference=_CITE_CAMERAS, own_top1=True, check=_check_sizes,
     summary="ReLU(sum_k mean_s up(A_k,s) * mean_s up(G_k,s)) over input sizes (Algorithm 1)",
+    label="CAMERAS", group="paper", layer_role="cam", order=0,
 ))
 register(MethodSpec(
     "hirescam", _layer_method(hirescam_map),
     reference="Draelos & Carin, Use HiResCAM instead of Grad-CAM, arXiv:2011.08891 (2020)",
     summary="up(ReLU(sum_k A_k * G_k)): element-wise grad x activation at the layer",
+    label="HiResCAM", group="extra", layer_role="cam", order=11,
 ))
 register(MethodSpec(
     "layercam", _layer_method(layercam_map),
     reference="Jiang et al., LayerCAM, IEEE TIP 2021",
     summary="up(ReLU(sum_k ReLU(G_k) * A_k))",
+    label="LayerCAM", group="extra", layer_role="cam", order=12,
 ))
 register(MethodSpec(
     "gradcam++", _layer_method(gradcampp_map),
     reference="Chattopadhay et al., Grad-CAM++, WACV 2018 (pytorch-grad-cam's closed form)",
     summary="up(ReLU(sum_k w_k A_k)) with Grad-CAM++ weights",
+    label="Grad-CAM++", group="extra", layer_role="cam", order=13,
 ))
 register(MethodSpec(
     "normgrad", _layer_method(normgrad_map),
     reference="Rebuffi, Fong, Ji & Vedaldi, There and back again, CVPR 2020",
     summary="up(||g_u|| * ||a_u||): norm of the virtual 1x1 identity conv's weight gradient",
+    label="NormGrad", group="paper", layer_role="cam", order=2,
 ))

@@ -41,9 +41,6 @@ from torch import nn
 
 __all__ = ["default_layers", "architecture", "KNOWN_ARCHITECTURES"]
 
-_CAM = ("cameras", "gradcam", "hirescam", "layercam", "gradcam++", "normgrad")
-_NO_LAYER = ("gradient", "deconvnet", "guided_backprop", "rise", "extremal_perturbation", "center")
-
 # torchvision VGG configurations (torchvision.models.vgg.cfgs)
 _VGG_CFG = {
     "vgg11": "A",
@@ -61,11 +58,13 @@ KNOWN_ARCHITECTURES = (
 
 
 def _table(cam, ebp, contrast) -> dict[str, object]:
-    t: dict[str, object] = {m: cam for m in _CAM}
-    t.update({m: None for m in _NO_LAYER})
-    t["excitation_backprop"] = ebp
-    t["contrastive_excitation_backprop"] = (ebp, contrast) if ebp and contrast else None
-    return t
+    """``{method: layer}`` from an architecture's layers for each role (the registry's
+    ``layer_role`` of every method)."""
+    from ._registry import _REGISTRY, names
+
+    roles = {"cam": cam, "ebp": ebp, None: None,
+             ("ebp", "contrast"): (ebp, contrast) if ebp and contrast else None}
+    return {name: roles[_REGISTRY[name].layer_role] for name in names()}
 
 
 def _vgg_indices_from_cfg(cfg_key: str, batch_norm: bool) -> tuple[int, int]:

@@ -95,6 +95,7 @@ register(MethodSpec(
     check=_check_rise,
     reference="Petsiuk, Das & Saenko, RISE, BMVC 2018",
     summary="mask-weighted average of the target's sigmoid score over random masks",
+    label="RISE", group="paper", layer_role=None, order=8,
 ))
 
 
@@ -146,6 +147,7 @@ register(MethodSpec(
     reference="Fong, Patrick & Vedaldi, Understanding deep networks via extremal "
               "perturbations and smooth masks, ICCV 2019",
     summary="sum over areas of the optimised smooth masks that preserve the target score",
+    label="Extremal perturbation", short="Extremal", group="paper", layer_role=None, order=9,
 ))
 
 
@@ -175,4 +177,5 @@ register(MethodSpec(
     "center", _center, layer="none", source="TorchRay benchmark baseline", own_top1=True,
     reference="Zhang et al., ECCV 2016 (pointing game); TorchRay's center baseline",
     summary="a map peaked at the image centre (ignores model and target)",
+    label="Center baseline", short="Center", group="paper", layer_role=None, order=10,
 ))
