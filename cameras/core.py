@@ -47,13 +47,16 @@ processed in row blocks so memory stays bounded.
 
 The reference size is ``sizes[0]``: its top-1 decides which other sizes are kept (with
 ``targets=None``) and, as in the authors' code, a size equal to the input's shorter side uses
-the input unresampled. With explicit targets every size is kept (as in the authors' code).
-Maps are returned on the input's own grid.
+the input unresampled. With explicit targets every size is kept by default (as in the authors'
+code); ``keep="prediction"`` applies Algorithm 1's rule to explicit targets too. Maps are
+returned on the input's own grid.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +67,8 @@ from .hooks import LayerCapture
 
 __all__ = [
     "Cameras",
+    "Capture",
+    "KEEP_RULES",
     "cameras",
     "DEFAULT_SIZES",
     "normalize_maps",
@@ -300,8 +305,71 @@ def _fuse_rows(acts, grads, out_shape, block_bytes) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------
-# Algorithm 1
+# Algorithm 1, in two halves: capture (lines 1-10) and fusion (lines 11-14)
 # ----------------------------------------------------------------------------------------
+KEEP_RULES = ("auto", "prediction", "all")
+
+
+@dataclass
+class Capture:
+    """What Algorithm 1 records at every size for a batch of ``B`` images and ``T`` targets.
+
+    ``activations[s]`` is ``(B, K, h_s, w_s)`` and ``gradients[s]`` ``(B, T, K, h_s, w_s)`` on
+    the layer's own grid at ``sizes[s]``; ``logits`` ``(S, B, C)``; ``top1`` and ``kept``
+    ``(S, B)``; ``targets`` ``(B, T)``: the explained classes. ``inputs`` holds the resized
+    images when the capture was asked to keep them.
+    """
+
+    sizes: tuple[int, ...]
+    activations: list[Tensor]
+    gradients: list[Tensor]
+    logits: Tensor
+    targets: Tensor
+    kept: Tensor
+    out_shape: tuple[int, int]
+    inputs: list[Tensor] = field(default_factory=list)
+
+    @property
+    def top1(self) -> Tensor:
+        """``(S, B)``: the top-1 class at each size."""
+        return self.logits.argmax(dim=-1)
+
+    @property
+    def probs(self) -> Tensor:
+        """``(S, B, T)``: the softmax probability of each explained class at each size."""
+        p = self.logits.to(torch.promote_types(self.logits.dtype, torch.float32)).softmax(dim=-1)
+        return p.gather(2, self.targets.unsqueeze(0).expand(p.shape[0], -1, -1).to(p.device))
+
+    def index(self, size: int) -> int:
+        """Position of ``size`` in :attr:`sizes` (``ValueError`` if it was not captured)."""
+        try:
+            return self.sizes.index(int(size))
+        except ValueError:
+            raise ValueError(f"size {size} was not captured (sizes: {list(self.sizes)})") from None
+
+    def grid(self, size: int) -> tuple[int, int]:
+        """The layer's grid ``(h, w)`` at ``size``."""
+        return tuple(self.activations[self.index(size)].shape[-2:])
+
+    def weights(self, sizes: Sequence[int] | None = None, keep: str | None = None) -> Tensor:
+        """``(S', B)``: each size's weight in the average over ``sizes`` (default: all captured):
+        ``1/n`` over the kept sizes (``keep="all"``: over every size)."""
+        idx = [self.index(v) for v in (self.sizes if sizes is None else sizes)]
+        dtype = self.activations[0].dtype
+        kept = torch.ones_like(self.kept[idx]) if keep == "all" else self.kept[idx]
+        n = kept.sum(dim=0, keepdim=True)
+        if bool((n == 0).any()):
+            raise ValueError(f"no kept size among {[self.sizes[i] for i in idx]} for some image "
+                             "(include the reference size, or pass keep='all')")
+        return kept.to(dtype) / n.to(dtype)
+
+
+def _keep_mask(rule: str, top1: Tensor, reference: Tensor, explicit: bool) -> Tensor:
+    if rule == "all" or (rule == "auto" and explicit):
+        return torch.ones_like(top1, dtype=torch.bool)
+    return top1 == reference
+
+
 class Cameras:
     """CAMERAS saliency for ``model`` at ``layer`` (Jalwana et al., CVPR 2021, Algorithm 1).
 
@@ -320,10 +388,19 @@ class Cameras:
         Images pushed through the model together (``None``: the whole batch).
     progress:
         Show a progress bar over sizes (``None``: only when the total work is large).
+    keep:
+        Which sizes are averaged (Algorithm 1, line 6). ``"prediction"``: a size is kept when
+        its top-1 equals the top-1 at the reference size (Algorithm 1), also when targets are
+        given; ``"all"``: every size; ``"auto"`` (default): ``"prediction"`` with
+        ``targets=None`` and ``"all"`` with explicit targets, as the authors' code does.
 
     Call with ``images`` ``(B, 3, H, W)`` (normalised, any float dtype and device) and
     ``targets`` (``None`` = each image's own top-1 at the reference size, an int, or ``B``
     ints / a LongTensor). Returns maps ``(B, H, W)`` in [0, 1] on the images' device.
+
+    The two halves of the algorithm are public: :meth:`capture` records the per-size
+    activations and gradients (of one or several classes per image) and :meth:`fuse` turns a
+    capture into maps, so analyses can reuse one capture for several maps.
     """
 
     def __init__(
@@ -333,6 +410,7 @@ class Cameras:
         sizes: Sequence[int] = DEFAULT_SIZES,
         batch_size: int | None = None,
         progress: bool | None = None,
+        keep: str = "auto",
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -341,15 +419,18 @@ class Cameras:
         self.sizes = _check_sizes(sizes)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        if keep not in KEEP_RULES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}")
         self.batch_size = batch_size
         self.progress = progress
+        self.keep = keep
         LayerCapture(model, layer)  # validates the layer name now, with a helpful error
         #: per call: ``(S, B)`` bool, which sizes each image kept; and the top-1 per size
         self.kept: Tensor | None = None
         self.predictions: Tensor | None = None
 
     def __repr__(self) -> str:
-        return f"Cameras(layer={self.layer!r}, sizes={list(self.sizes)})"
+        return f"Cameras(layer={self.layer!r}, sizes={list(self.sizes)}, keep={self.keep!r})"
 
     def __call__(self, images: Tensor, targets=None) -> Tensor:
         images = _check_images(images)
@@ -360,48 +441,88 @@ class Cameras:
             t = targets
             if targets is not None and not isinstance(targets, int):
                 t = as_targets(targets, n, 2**62)[i : i + bs]
-            m, k, p = self._batch(images[i : i + bs], t)
-            maps.append(m)
-            kept.append(k)
-            preds.append(p)
+            cap = self.capture(images[i : i + bs], t)
+            maps.append(self.fuse(cap)[:, 0].to(images.dtype))
+            kept.append(cap.kept)
+            preds.append(cap.top1)
         self.kept = torch.cat(kept, dim=1)
         self.predictions = torch.cat(preds, dim=1)
         return torch.cat(maps)
 
-    def _batch(self, images: Tensor, targets) -> tuple[Tensor, Tensor, Tensor]:
-        if self.model.training:
-            import warnings
+    def _show_progress(self, batch: int) -> bool:
+        if self.progress is not None:
+            return self.progress
+        return batch * sum(s * s for s in self.sizes) > 4 * 924 * 924
 
+    def capture(self, images: Tensor, targets=None, keep_inputs: bool = False) -> Capture:
+        """Lines 1-10 of Algorithm 1 for one batch: resize, record :math:`A_s`, :math:`G_s`.
+
+        ``targets``: ``None`` (the top-1 at the reference size), an int, ``B`` ints / a
+        ``(B,)`` tensor, a ``(B, T)`` tensor of ``T`` classes per image, or a function
+        ``f(reference logits) -> (B, T)``. Several classes cost one forward pass per size
+        and one backward pass per class.
+        """
+        images = _check_images(images)
+        if self.model.training:
             warnings.warn(
                 "the model is in training mode (batch norm / dropout make maps depend on the "
                 "batch); call model.eval() first",
                 stacklevel=3,
             )
         B, _, H, W = images.shape
-        acts, grads, keep, preds = [], [], [], []
-        show = self.progress if self.progress is not None else B * sum(
-            s * s for s in self.sizes
-        ) > 4 * 924 * 924
+        acts, grads, logits_s, keep, inputs = [], [], [], [], []
+        bar = tqdm(self.sizes, desc="CAMERAS sizes", disable=not self._show_progress(B), leave=False)
         with LayerCapture(self.model, self.layer) as cap:
-            for i, size in enumerate(tqdm(self.sizes, desc="CAMERAS sizes", disable=not show, leave=False)):
-                logits = cap.forward(resize_to(images, size))
+            for i, size in enumerate(bar):
+                x = resize_to(images, size)
+                logits = cap.forward(x)
                 top1 = logits.argmax(dim=1)
                 if i == 0:
                     reference = top1
-                    if targets is None:
-                        t = top1
-                    else:
-                        t = as_targets(targets, B, logits.shape[1], device=logits.device)
-                keep.append(torch.ones_like(top1, dtype=torch.bool) if targets is not None or i == 0
-                            else top1 == reference)
-                preds.append(top1)
-                grads.append(cap.gradients(logits, t))
+                    t = _capture_targets(targets, logits)
+                keep.append(_keep_mask(self.keep, top1, reference, targets is not None))
+                T = t.shape[1]
+                grads.append(torch.stack([cap.gradients(logits, t[:, j], retain_graph=j < T - 1)
+                                          for j in range(T)], dim=1))
                 acts.append(cap.activations.detach())
+                logits_s.append(logits.detach())
+                if keep_inputs:
+                    inputs.append(x.detach())
                 del logits
-        kept = torch.stack(keep)  # (S, B)
-        weights = kept.to(acts[0].dtype) / kept.sum(dim=0, keepdim=True)
-        maps = fuse_maps(acts, grads, weights, (H, W))
-        return normalize_maps(maps).to(images.dtype), kept, torch.stack(preds)
+        return Capture(self.sizes, acts, grads, torch.stack(logits_s), t, torch.stack(keep),
+                       (H, W), inputs)
+
+    def fuse(self, capture: Capture, target: int | None = None, sizes: Sequence[int] | None = None,
+             keep: str | None = None) -> Tensor:
+        """Lines 11-14 of Algorithm 1: the maps of a :class:`Capture`, ``(B, T, H, W)`` in [0, 1].
+
+        ``target``: only the ``target``-th explained class (maps ``(B, H, W)``); ``sizes``: a
+        subset of the captured sizes to average (default: all); ``keep="all"`` averages every
+        one of them instead of the captured keep rule's.
+        """
+        idx = [capture.index(v) for v in (capture.sizes if sizes is None else sizes)]
+        weights = capture.weights(sizes, keep)
+        acts = [capture.activations[i] for i in idx]
+        cols = range(capture.targets.shape[1]) if target is None else [target]
+        maps = torch.stack([normalize_maps(fuse_maps(acts, [capture.gradients[i][:, j] for i in idx],
+                                                     weights, capture.out_shape)) for j in cols], 1)
+        return maps if target is None else maps[:, 0]
+
+
+def _capture_targets(targets, logits: Tensor) -> Tensor:
+    """The ``(B, T)`` classes a capture explains (see :meth:`Cameras.capture`)."""
+    B, C = logits.shape
+    if targets is None:
+        return logits.argmax(dim=1, keepdim=True)
+    if callable(targets):
+        targets = targets(logits.detach())
+    if isinstance(targets, Tensor) and targets.dim() == 2:
+        if targets.shape[0] != B or targets.is_floating_point() or targets.dtype == torch.bool:
+            raise ValueError(f"targets must be a (B={B}, T) tensor of class indices")
+        if bool(((targets < 0) | (targets >= C)).any()):
+            raise ValueError(f"targets must be class indices in 0..{C - 1}")
+        return targets.to(device=logits.device, dtype=torch.long)
+    return as_targets(targets, B, C, device=logits.device).view(B, 1)
 
 
 def cameras(

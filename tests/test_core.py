@@ -109,6 +109,51 @@ def test_dropped_sizes_follow_top1_and_match_reference():
     assert bool(cam.kept.all())
 
 
+def test_keep_rules():
+    model = SizeFlipNet(flip=100).double().eval()
+    x = images(b=3, h=64, w=64, seed=4)
+    sizes = [64, 96, 128, 160]
+    auto = Cameras(model, "block", sizes)(x)
+    # Algorithm 1's rule also applies to explicit targets with keep="prediction"
+    top1 = Cameras(model, "block", sizes).capture(x).targets[:, 0]
+    pred = Cameras(model, "block", sizes, keep="prediction")
+    assert torch.allclose(pred(x, top1), auto, atol=1e-12)
+    assert not bool(pred.kept.all())
+    # keep="all" averages every size even without targets
+    every = Cameras(model, "block", sizes, keep="all")
+    assert torch.allclose(every(x), Cameras(model, "block", sizes)(x, top1), atol=1e-12)
+    assert bool(every.kept.all())
+    with pytest.raises(ValueError, match="keep must be one of"):
+        Cameras(model, "block", sizes, keep="top1")
+
+
+def test_capture_and_fuse_are_the_two_halves(densenet121_f64):
+    x = images(seed=6)
+    sizes = [48, 64, 80]
+    cam = Cameras(densenet121_f64, "features", sizes)
+    targets = torch.tensor([[3, 5, 3], [7, 1, 2]])
+    cap = cam.capture(x, targets)
+    assert cap.targets.shape == (2, 3) and cap.gradients[0].shape[:2] == (2, 3)
+    assert cap.logits.shape == (3, 2, 1000) and cap.kept.shape == (3, 2)
+    maps = cam.fuse(cap)
+    assert maps.shape == (2, 3, 48, 48)
+    for j in range(3):  # several classes from one capture = one call per class
+        assert torch.allclose(maps[:, j], cam(x, targets[:, j]), atol=1e-10)
+        assert torch.allclose(cam.fuse(cap, target=j), maps[:, j])
+    # a subset of the sizes = CAMERAS with those sizes
+    sub = cam.fuse(cap, target=0, sizes=[48, 80])
+    assert torch.allclose(sub, Cameras(densenet121_f64, "features", [48, 80])(x, targets[:, 0]),
+                          atol=1e-10)
+    # targets chosen from the reference logits (e.g. the top-2 classes)
+    cap2 = cam.capture(x, lambda logits: logits.topk(2, dim=1).indices)
+    assert torch.equal(cap2.targets, cap.logits[0].topk(2, dim=1).indices)
+    assert torch.allclose(cap2.probs[:, :, 0], cap2.logits.softmax(-1).max(-1).values)
+    with pytest.raises(ValueError, match="class indices"):
+        cam.capture(x, torch.tensor([[0, 1000], [1, 2]]))
+    with pytest.raises(ValueError, match="not captured"):
+        cam.fuse(cap, sizes=[50])
+
+
 def test_nonsquare_keeps_aspect_ratio_and_matches_reference(resnet18_f64):
     x = images(h=48, w=72, seed=2)
     assert scaled_shape(48, 72, 100) == (100, 150)
