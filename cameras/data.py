@@ -12,6 +12,10 @@
   ``CAMERAS_IMAGENET_SAMPLE`` (default ``../shared/data/imagenet-sample`` beside the repo).
 * :func:`skimage_photos` returns scikit-image's bundled real photographs (no download),
   handy as examples and in tests.
+* :func:`image_items` is the one way the experiments pick their images: an
+  :class:`ImageItem` (path, label, name) per image of the ImageNet sample, of ImageNet val
+  (:func:`imagenet_val_dir`, under ``$CAMERAS_DATA_ROOT``) or of the scikit-image photos,
+  optionally filtered by class and thinned evenly (:func:`spread_indices`) or by a stride.
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ __all__ = [
     "ImageNetSample",
     "SKIMAGE_PHOTOS",
     "skimage_photos",
+    "ENV_ROOT",
+    "MissingDataError",
+    "data_root",
+    "imagenet_val_dir",
+    "ImageItem",
+    "image_items",
+    "spread_indices",
 ]
 
 #: The repository root (``cameras/..``); relative default paths are resolved against it.
@@ -51,6 +62,25 @@ _CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 _SAMPLE_ENV = "CAMERAS_IMAGENET_SAMPLE"
 _SAMPLE_DEFAULT = Path("..") / "shared" / "data" / "imagenet-sample"
 _WNID = re.compile(r"^n\d{8}$")
+#: The environment variable naming the root of the paper profile's data.
+ENV_ROOT = "CAMERAS_DATA_ROOT"
+
+
+class MissingDataError(FileNotFoundError):
+    """Data or model files are missing (and could not be downloaded); says what goes where."""
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """``root``, else ``$CAMERAS_DATA_ROOT``; a :class:`MissingDataError` if neither is set."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(ENV_ROOT)
+    if env:
+        return Path(env).expanduser()
+    raise MissingDataError(
+        f"no data root: pass root=... or set {ENV_ROOT} to the folder that holds "
+        "imagenet/val, VOCdevkit/VOC2007 and/or coco/ (see cameras.data and cameras.datasets)"
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -299,3 +329,108 @@ def skimage_photos(names: Sequence[str] | str | None = None) -> dict[str, np.nda
         img = np.ascontiguousarray(img[..., :3]).astype(np.uint8, copy=False)
         out[n] = img
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# the images of an experiment
+# ----------------------------------------------------------------------------------------
+#: Where ImageNet val may sit under the data root (one folder per WordNet id in each).
+VAL_LAYOUTS = ("imagenet/val", "ImageNet/val", "ILSVRC2012/val", "ILSVRC2012_img_val",
+               "imagenet-val", "val")
+
+
+def imagenet_val_dir(root: str | os.PathLike | None = None) -> Path:
+    """ImageNet val as ``<wnid>/<file>.JPEG`` class folders under the data root.
+
+    Looked up in :data:`VAL_LAYOUTS` under ``root`` or ``$CAMERAS_DATA_ROOT``. Raises
+    :class:`MissingDataError` saying what to put where.
+    """
+    base = data_root(root)
+    for rel in VAL_LAYOUTS:
+        d = base / rel
+        if (d / "n01440764").is_dir() or (d.is_dir() and any(_WNID.match(p.name) and p.is_dir()
+                                                              for p in d.iterdir())):
+            return d
+    raise MissingDataError(
+        f"ImageNet val not found under {base}: expected one folder per class "
+        f"(<wnid>/ILSVRC2012_val_*.JPEG) in one of {', '.join(VAL_LAYOUTS)}. "
+        "torchvision.datasets.ImageNet(root, split='val') creates this layout from "
+        "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz. The offline profiles use the "
+        "ImageNet sample instead."
+    )
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image of an experiment: its file (or array), ImageNet label and name.
+
+    ``name`` is the file stem (the results' ``image`` column); ``label`` is -1 for photos
+    without an ImageNet class; ``source`` is a path or, for scikit-image photos, the array.
+    """
+
+    source: Any
+    label: int
+    name: str
+
+    @property
+    def path(self) -> Path:
+        if not isinstance(self.source, Path):
+            raise AttributeError(f"image {self.name!r} is an array, not a file")
+        return self.source
+
+
+def spread_indices(n_total: int, n: int | None) -> list[int]:
+    """``n`` indices spread evenly over ``range(n_total)`` (all of them for ``None``)."""
+    if n is None or n >= n_total:
+        return list(range(n_total))
+    return sorted({int(round(v)) for v in np.linspace(0, n_total - 1, n)})
+
+
+def _all_items(data: str, root: str | os.PathLike | None, photos: Sequence[str] | None
+               ) -> list[ImageItem]:
+    if data == "imagenet_sample":
+        return [ImageItem(s.path, s.label, s.path.stem) for s in ImageNetSample(root).samples]
+    if data == "imagenet_val":
+        base = imagenet_val_dir(root)
+        index = {w: i for i, w in enumerate(imagenet_wnids())}
+        files = sorted((f for d in base.iterdir() if d.is_dir() and d.name in index
+                        for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES),
+                       key=lambda f: (f.parent.name, f.name))
+        if not files:
+            raise MissingDataError(f"no images in the class folders of {base}")
+        return [ImageItem(f, index[f.parent.name], f.stem) for f in files]
+    if data == "skimage":
+        return [ImageItem(a, -1, k) for k, a in skimage_photos(photos).items()]
+    raise ValueError(f"data must be 'imagenet_sample', 'imagenet_val' or 'skimage', got {data!r}")
+
+
+def image_items(
+    data: str = "imagenet_sample",
+    root: str | os.PathLike | None = None,
+    *,
+    n: int | None = None,
+    stride: int = 1,
+    classes: Sequence[str | int] | None = None,
+    photos: Sequence[str] | None = None,
+) -> list[ImageItem]:
+    """The images an experiment uses, in a fixed order.
+
+    ``data``: ``"imagenet_sample"`` (``root`` or ``$CAMERAS_IMAGENET_SAMPLE``; sorted file i is
+    class i), ``"imagenet_val"`` (``root`` or ``$CAMERAS_DATA_ROOT``; sorted by class folder,
+    then file) or ``"skimage"`` (:data:`SKIMAGE_PHOTOS`, or ``photos``). ``classes``: the first
+    image of each class, in the order given (names or indices, :func:`find_class`).
+    ``stride``: every stride-th image; then ``n``: that many, spread evenly
+    (:func:`spread_indices`).
+    """
+    items = _all_items(data, root, photos)
+    if classes is not None:
+        first: dict[int, ImageItem] = {}
+        for it in items:
+            first.setdefault(it.label, it)
+        wanted = [find_class(c) for c in classes]
+        missing = [c for c, w in zip(classes, wanted, strict=True) if w not in first]
+        if missing:
+            raise ValueError(f"no image of class(es) {missing} in the {data} images")
+        items = [first[w] for w in wanted]
+    items = items[::stride]
+    return [items[i] for i in spread_indices(len(items), n)]

@@ -48,6 +48,8 @@ from torch import nn
 from torchray.benchmark import datasets as _trd
 from torchray.benchmark.datasets import COCO_CLASSES, VOC_CLASSES
 
+from .data import ENV_ROOT, MissingDataError, data_root  # noqa: E402  (re-exported)
+
 __all__ = [
     "ENV_ROOT",
     "MissingDataError",
@@ -67,7 +69,6 @@ __all__ = [
     "COCO_CLASSES",
 ]
 
-ENV_ROOT = "CAMERAS_DATA_ROOT"
 _TORCHRAY_URL = "https://dl.fbaipublicfiles.com/torchray/"
 #: TorchRay's fine-tuned pointing-game models (torchray.benchmark.models.model_urls)
 CHECKPOINTS = {
@@ -87,21 +88,6 @@ _COCO = {
 }
 
 
-class MissingDataError(FileNotFoundError):
-    """Data or model files are missing (and could not be downloaded); says what goes where."""
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """``root``, else ``$CAMERAS_DATA_ROOT``; a :class:`MissingDataError` if neither is set."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get(ENV_ROOT)
-    if env:
-        return Path(env).expanduser()
-    raise MissingDataError(
-        f"no data root: pass root=... or set {ENV_ROOT} to the folder that holds "
-        "VOCdevkit/VOC2007 and/or coco/ (see cameras.datasets)"
-    )
 
 
 def _norm_kind(name: str) -> str:

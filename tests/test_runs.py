@@ -186,3 +186,131 @@ def test_items_must_hold_the_key(tmp_path):
         run_evaluation([1, 2], compute, tmp_path / "x.csv", progress=False)
     with pytest.raises(KeyError):
         run_evaluation([{"model": "m"}], compute, tmp_path / "y.csv", progress=False)
+
+
+# -- result files that never lie -----------------------------------------------------------
+def _write(path, rows, identity=None, meta=None):
+    with ResultsWriter(path, identity=identity, meta=meta,
+                       columns=["model", "method", "image", "target", "v"]) as w:
+        for r in rows:
+            w.write(r)
+
+
+def _row(i, v=None):
+    return {"model": "m", "method": "g", "image": f"i{i}", "target": 0, "v": i if v is None else v}
+
+
+def test_changed_settings_on_a_complete_file_are_refused(tmp_path):
+    from cameras.runs import SettingsMismatch, check_identity
+
+    path = tmp_path / "res.csv"
+    ident = {"cameras_sizes": [224, 324, 424], "insdel_steps": 4, "n": 1}
+    _write(path, [_row(i) for i in range(3)], identity=ident)
+    check_identity(path, dict(ident))  # same settings (tuples and lists alike): fine
+    check_identity(path, {**ident, "cameras_sizes": (224, 324, 424)})
+    changed = {**ident, "cameras_sizes": [224], "insdel_steps": 16}
+    with pytest.raises(SettingsMismatch) as err:
+        check_identity(path, changed)
+    msg = str(err.value)
+    assert "cameras_sizes=[224, 324, 424], insdel_steps=4" in msg
+    assert "cameras_sizes=[224], insdel_steps=16" in msg and "n=" not in msg
+    assert "--results" in msg and "\n" not in msg
+    with pytest.raises(SettingsMismatch):
+        ResultsWriter(path, identity=changed)
+    # an empty or missing file takes any settings; a file without recorded settings does not
+    check_identity(tmp_path / "none.csv", changed)
+    _write(tmp_path / "old.csv", [_row(0)])
+    with pytest.raises(SettingsMismatch, match="does not record the settings"):
+        check_identity(tmp_path / "old.csv", changed)
+    assert json.loads(meta_path(path).read_text())["identity"] == ident
+
+
+def test_quoted_newlines_and_commas_round_trip_and_resume(tmp_path):
+    path = tmp_path / "res.csv"
+    odd = 'line one\nline "two", with a comma\r\nand a third'
+    _write(path, [_row(0, odd), _row(1, "é ü ✓")])
+    w = ResultsWriter(path)  # reopening neither corrupts nor truncates
+    assert len(w) == 2 and not w.recovered_truncated
+    w.write(_row(2, "x"))
+    w.close()
+    df = read_results(path)
+    assert list(df["v"]) == [odd, "é ü ✓", "x"] and list(df["image"]) == ["i0", "i1", "i2"]
+
+
+def test_a_crash_inside_a_quoted_field_or_a_utf8_character_is_the_tail(tmp_path):
+    path = tmp_path / "res.csv"
+    _write(path, [_row(0), _row(1)])
+    good = path.read_bytes()
+    for tail in (b'm,g,i2,0,"half a\nfield', "m,g,i2,0,é".encode()[:-1],
+                 b'm,g,i2,0,"open\n'):
+        path.write_bytes(good + tail)
+        assert len(read_results(path)) == 2
+        with pytest.warns(RuntimeWarning, match="incomplete last row"):
+            w = ResultsWriter(path)
+        w.write(_row(2))
+        w.close()
+        assert path.read_bytes() == good + b"m,g,i2,0,2\n"  # the next row is not glued to the tail
+        path.write_bytes(good)
+
+
+def test_damage_before_the_last_row_raises_in_writer_and_reader(tmp_path):
+    from cameras.runs import ResultsError
+
+    path = tmp_path / "res.csv"
+    _write(path, [_row(i) for i in range(4)])
+    lines = path.read_bytes().split(b"\n")
+    damaged = {
+        "non-UTF-8": lines[:2] + [lines[2].replace(b"i1", b"i\xff")] + lines[3:],
+        "extra field": lines[:2] + [lines[2] + b",9"] + lines[3:],
+        "short row": lines[:2] + [b"m,g,i1"] + lines[3:],
+        "quoting": lines[:2] + [b'm,g,"i1"x,0,1'] + lines[3:],
+    }
+    for what, ls in damaged.items():
+        path.write_bytes(b"\n".join(ls))
+        with pytest.raises(ResultsError, match="corrupted"):
+            ResultsWriter(path)
+        with pytest.raises(ResultsError, match="corrupted"):
+            read_results(path)
+        assert path.read_bytes() == b"\n".join(ls), what  # untouched
+
+
+@pytest.mark.parametrize("content", [b"[]", b"null", b"42", b'"x"', b'{"sessions": {}}',
+                                     b'{"sessions": [1]}', b'{"identity": []}', b"{not json",
+                                     b'{"sessions": ["\xff"]}'])
+def test_a_bad_sidecar_is_refused_at_open_and_kept(tmp_path, content):
+    from cameras.runs import ResultsError
+
+    path = tmp_path / "res.csv"
+    meta_path(path).write_bytes(content)
+    computed = []
+
+    def fn(item):
+        computed.append(item)
+        return compute(item)
+
+    with pytest.raises(ResultsError, match="sidecar"):
+        run_evaluation(items(2), fn, path, progress=False)
+    assert computed == [] and not path.exists()
+    assert meta_path(path).read_bytes() == content
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from cameras.runs import ResultsLocked
+
+    path = tmp_path / "res.csv"
+    w = ResultsWriter(path, identity={"a": 1})
+    w.write(_row(0))
+    with pytest.raises(ResultsLocked, match="another writer"):
+        ResultsWriter(path, identity={"a": 1})
+    code = ("import sys; from cameras.runs import ResultsWriter, ResultsLocked\n"
+            "try:\n    ResultsWriter(sys.argv[1])\nexcept ResultsLocked as e:\n"
+            "    print(e); sys.exit(3)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert out.returncode == 3 and "another writer" in out.stdout
+    w.close()
+    with ResultsWriter(path, identity={"a": 1}) as w2:  # free again after close
+        w2.write(_row(1))
+    assert len(read_results(path)) == 2
