@@ -52,230 +52,17 @@ __all__ = [
     "class_sensitivity",
 ]
 
-MapFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
-
-#: similarity metrics of the randomisation check (Adebayo et al. 2018)
-METRICS = ("spearman", "spearman_abs", "ssim", "hog")
-
-
-# ======================================================================================
-# Similarity metrics (numpy, one pair of 2-d maps at a time)
-# ======================================================================================
-def _as2d(a: Any, name: str) -> np.ndarray:
-    if isinstance(a, Tensor):
-        a = a.detach().cpu().numpy()
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-d map (H, W), got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return a
-
-
-def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
-    a, b = _as2d(a, "map a"), _as2d(b, "map b")
-    if a.shape != b.shape:
-        raise ValueError(f"maps must have the same shape, got {a.shape} and {b.shape}")
-    return a, b
-
-
-def _corr(u: np.ndarray, v: np.ndarray) -> float:
-    """Pearson correlation with a defined value for constant inputs (never NaN).
-
-    Both constant: 1.0 if they are equal, else 0.0. One constant: 0.0 (it carries no ranking
-    that could agree with the other).
-    """
-    u = u.ravel()
-    v = v.ravel()
-    su, sv = u.std(), v.std()
-    tol = 1e-12
-    if su <= tol and sv <= tol:
-        return 1.0 if np.allclose(u, v) else 0.0
-    if su <= tol or sv <= tol:
-        return 0.0
-    r = float(np.mean((u - u.mean()) * (v - v.mean())) / (su * sv))
-    return float(np.clip(r, -1.0, 1.0))
-
-
-def spearman(a: Any, b: Any) -> float:
-    """Spearman rank correlation of two maps (ties get average ranks)."""
-    from scipy.stats import rankdata
-
-    a, b = _pair(a, b)
-    return _corr(rankdata(a.ravel()), rankdata(b.ravel()))
-
-
-def spearman_abs(a: Any, b: Any) -> float:
-    """Spearman rank correlation of ``|a|`` and ``|b|`` (equals :func:`spearman` for maps in [0, 1])."""
-    a, b = _pair(a, b)
-    return spearman(np.abs(a), np.abs(b))
-
-
-def _minmax(a: np.ndarray) -> np.ndarray:
-    lo, hi = a.min(), a.max()
-    return (a - lo) / (hi - lo) if hi - lo > 1e-12 else np.zeros_like(a)
-
-
-def ssim(a: Any, b: Any) -> float:
-    """Structural similarity (``skimage.metrics.structural_similarity``, ``data_range=1``).
-
-    Each map is min-max normalised to [0, 1] first (a constant map becomes zeros); the window
-    is 7 px, or the largest odd size that fits a smaller map.
-    """
-    from skimage.metrics import structural_similarity
-
-    a, b = _pair(a, b)
-    a, b = _minmax(a), _minmax(b)
-    side = min(a.shape)
-    if side < 3:
-        raise ValueError(f"SSIM needs maps of at least 3x3 pixels, got {a.shape}")
-    win = min(7, side if side % 2 else side - 1)
-    if np.array_equal(a, b):
-        return 1.0
-    return float(structural_similarity(a, b, data_range=1.0, win_size=win))
-
-
-def hog_similarity(a: Any, b: Any, cell: int | None = None) -> float:
-    """Pearson correlation of the HOG descriptors (``skimage.feature.hog``) of two maps.
-
-    ``cell`` is the HOG cell side in pixels (default ``max(2, min(H, W) // 16)``: 14 px at
-    224, about 16 x 16 cells), 9 orientations, 2 x 2 cells per block.
-    """
-    from skimage.feature import hog
-
-    a, b = _pair(a, b)
-    c = cell or max(2, min(a.shape) // 16)
-    if min(a.shape) < 2 * c:
-        raise ValueError(f"HOG needs maps of at least 2 cells ({2 * c} px) per side, got {a.shape}")
-    kw = dict(orientations=9, pixels_per_cell=(c, c), cells_per_block=(2, 2), feature_vector=True)
-    return _corr(hog(_minmax(a), **kw), hog(_minmax(b), **kw))
-
-
-_METRIC_FNS: dict[str, Callable[[Any, Any], float]] = {
-    "spearman": spearman,
-    "spearman_abs": spearman_abs,
-    "ssim": ssim,
-    "hog": hog_similarity,
-}
-
-
-def _similarities(a: np.ndarray, b: np.ndarray, metrics: Sequence[str]) -> list[float]:
-    """The metrics of one pair of maps, in order (top level: runs in worker processes)."""
-    return [_METRIC_FNS[m](a, b) for m in metrics]
-
-
-def map_similarities(a: Any, b: Any, metrics: Sequence[str] = METRICS) -> dict[str, float]:
-    """All requested similarity metrics of two maps, as ``{name: value}``."""
-    bad = [m for m in metrics if m not in _METRIC_FNS]
-    if bad:
-        raise ValueError(f"unknown metric(s) {bad}; choose from {list(_METRIC_FNS)}")
-    return {m: _METRIC_FNS[m](a, b) for m in metrics}
-
-
-# ======================================================================================
-# Methods: registry names or callables
-# ======================================================================================
-def _layer_name(model: nn.Module, layer: Any) -> Any:
-    """A layer given as a module is turned into its name (so it resolves on a deep copy)."""
-    if isinstance(layer, nn.Module):
-        for name, m in model.named_modules():
-            if m is layer:
-                return name
-        raise ValueError("the given layer module is not a sub-module of the model")
-    if isinstance(layer, tuple):
-        return tuple(_layer_name(model, x) for x in layer)
-    return layer
-
-
-def _resolve_methods(
-    methods: str | Sequence[str | tuple[str, MapFn]] | Mapping[str, str | MapFn],
-    model: nn.Module,
-    layer: Any = None,
-    settings: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, MapFn]:
-    """``{name: fn(model, images, targets) -> (B, H, W)}`` from names and/or callables.
-
-    A registry name uses :func:`cameras.methods.saliency` with ``settings[name]``; ``layer``
-    (if given) goes to the methods that need a layer (others use their default).
-    """
-    if isinstance(methods, str) or callable(methods):
-        methods = [methods]
-    if isinstance(methods, Mapping):
-        items = list(methods.items())
-    else:
-        items = []
-        for m in methods:
-            if isinstance(m, str):
-                items.append((m, m))
-            elif isinstance(m, tuple) and len(m) == 2:
-                items.append(m)
-            elif callable(m):
-                items.append((getattr(m, "__name__", repr(m)), m))
-            else:
-                raise TypeError(f"a method must be a registry name or a callable, got {type(m).__name__}")
-    if not items:
-        raise ValueError("no methods given")
-    settings = dict(settings or {})
-    layer = _layer_name(model, layer)
-    out: dict[str, MapFn] = {}
-    for name, spec in items:
-        if callable(spec) and not isinstance(spec, str):
-            out[str(name)] = spec
-            continue
-        if not isinstance(spec, str):
-            raise TypeError(f"method {name!r} must be a registry name or a callable")
-        from .methods import info, saliency
-
-        mspec = info(spec)  # clear error for an unknown name
-        kw = dict(settings.get(name, settings.get(mspec.name, {})))
-        lay = layer if (layer is not None and mspec.layer == "required") else None
-
-        def fn(model, images, targets, _n=mspec.name, _kw=kw, _lay=lay):
-            return saliency(_n, model, images, targets, layer=_lay, **_kw)
-
-        out[str(name)] = fn
-    return out
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _check_images(images: Tensor, name: str = "images") -> Tensor:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor (B, C, H, W), got {tuple(images.shape)} {images.dtype}")
-    return images
-
-
-def _maps(fn: MapFn, model: nn.Module, x: Tensor, t: Tensor, batch_size: int | None, name: str) -> Tensor:
-    """Run one method in chunks; check and return ``(B, H, W)`` float maps on the CPU."""
-    bs = batch_size or x.shape[0]
-    out = []
-    for i in range(0, x.shape[0], bs):
-        m = fn(model, x[i : i + bs], t[i : i + bs])
-        if not isinstance(m, Tensor):
-            raise TypeError(f"method {name!r} returned {type(m).__name__}, expected a tensor")
-        m = m.detach()
-        if m.dim() == 4 and m.shape[1] == 1:
-            m = m[:, 0]
-        if m.dim() != 3 or m.shape[0] != min(bs, x.shape[0] - i):
-            raise ValueError(f"method {name!r} returned maps of shape {tuple(m.shape)}, expected (B, H, W)")
-        out.append(m.float().cpu())
-    maps = torch.cat(out)
-    if not torch.isfinite(maps).all():
-        raise ValueError(f"method {name!r} returned NaN or inf maps")
-    return maps
-
-
-def _ids(image_ids: Sequence[Any] | None, n: int) -> list[Any]:
-    ids = list(range(n)) if image_ids is None else list(image_ids)
-    if len(ids) != n:
-        raise ValueError(f"image_ids has {len(ids)} entries for {n} images")
-    return ids
+from .methods._callables import check_images, compute_maps, device_of, ids_or_range, map_functions
+from .metrics.class_sensitivity import class_sensitivity
+from .metrics.similarity import (
+    METRICS,
+    hog_similarity,
+    map_similarities,
+    similarity_values,
+    spearman,
+    spearman_abs,
+    ssim,
+)
 
 
 # ======================================================================================
@@ -419,11 +206,11 @@ def cascading_randomization(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    images = _check_images(images)
-    fns = _resolve_methods(methods, model, layer, settings)
-    bad = [m for m in metrics if m not in _METRIC_FNS]
+    images = check_images(images)
+    fns = map_functions(methods, model, layer, settings)
+    bad = [m for m in metrics if m not in METRICS]
     if bad:
-        raise ValueError(f"unknown metric(s) {bad}; choose from {list(_METRIC_FNS)}")
+        raise ValueError(f"unknown metric(s) {bad}; choose from {list(METRICS)}")
     order = list(blocks) if blocks is not None else cascade_blocks(model)
     if max_depth is not None:
         if not isinstance(max_depth, int) or max_depth < 0:
@@ -445,8 +232,8 @@ def cascading_randomization(
         raise ValueError(f"workers must be a positive int, got {workers!r}")
     if maps_out is not None and not isinstance(maps_out, dict):
         raise TypeError(f"maps_out must be a dict (filled with the maps), got {type(maps_out).__name__}")
-    ids = _ids(image_ids, images.shape[0])
-    device = _device_of(model)
+    ids = ids_or_range(image_ids, images.shape[0])
+    device = device_of(model)
     x = images.to(device)
     was_training = model.training
     model.eval()
@@ -460,7 +247,7 @@ def cascading_randomization(
             with torch.no_grad():
                 nc = model(x[:1]).shape[1]
             t = as_targets(targets, x.shape[0], nc, device=device)
-        reference = {n: _maps(f, model, x, t, batch_size, n) for n, f in fns.items()}
+        reference = {n: compute_maps(f, model, x, t, batch_size, n) for n, f in fns.items()}
     finally:
         model.train(was_training)
 
@@ -485,17 +272,17 @@ def cascading_randomization(
                 continue
             name = "none" if depth == 0 else order[depth - 1]
             for mname, fn in fns.items():
-                maps = _maps(fn, work, x, t, batch_size, mname)
+                maps = compute_maps(fn, work, x, t, batch_size, mname)
                 if maps_out is not None:
                     maps_out.setdefault(mname, {})[depth] = maps[:maps_images].clone()
                 ref = reference[mname]
                 pairs = [(ref[i].numpy(), maps[i].numpy()) for i in range(len(ids))]
                 if pool is not None:
                     chunk = max(1, len(pairs) // (4 * workers))
-                    values = list(pool.map(_similarities, *zip(*pairs, strict=True),
+                    values = list(pool.map(similarity_values, *zip(*pairs, strict=True),
                                            [tuple(metrics)] * len(pairs), chunksize=chunk))
                 else:
-                    values = [_similarities(a, b, metrics) for a, b in pairs]
+                    values = [similarity_values(a, b, metrics) for a, b in pairs]
                 for i, vals in enumerate(values):
                     for metric, v in zip(metrics, vals, strict=True):
                         rows.append(
@@ -580,7 +367,7 @@ def adversarial_sanity(
     pixel_model, base, norm = as_pixel_model(model, normalize, mean, std)
     if not isinstance(model, nn.Module) and layer is None:
         layer = getattr(model, "layer", None)
-    images = _check_images(images)
+    images = check_images(images)
     if images.min() < -1e-6 or images.max() > 1 + 1e-6:
         raise ValueError("images must be in pixel space [0, 1] (not normalised)")
     ks = [float(k) for k in ks]
@@ -588,12 +375,12 @@ def adversarial_sanity(
         raise ValueError(f"ks must be percentages in (0, 100], got {ks}")
     if not isinstance(n_random, int) or n_random < 1:
         raise ValueError(f"n_random must be a positive int, got {n_random!r}")
-    fns = _resolve_methods(methods, base, layer, settings) if methods is not None else {}
+    fns = map_functions(methods, base, layer, settings) if methods is not None else {}
     given = dict(maps or {})
     if not fns and not given:
         raise ValueError("give methods and/or precomputed maps")
-    ids = _ids(image_ids, images.shape[0])
-    device = _device_of(base)
+    ids = ids_or_range(image_ids, images.shape[0])
+    device = device_of(base)
     B, _, H, W = images.shape
     bs = batch_size or B
     gen = torch.Generator().manual_seed(int(seed))
@@ -626,7 +413,7 @@ def adversarial_sanity(
                 if m.dim() != 3 or m.shape[0] != b:
                     raise ValueError(f"maps[{n!r}] must have shape (B, H, W) with B={B}")
             else:
-                m = _maps(fns[n], base, norm(x), y, None, n)
+                m = compute_maps(fns[n], base, norm(x), y, None, n)
             if m.shape[-2:] != (H, W):
                 m = F.interpolate(m[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
             method_maps[n] = m.cpu()
@@ -671,64 +458,3 @@ def summarize_adversarial(df: Any) -> Any:
         ordered=("ordered", "mean"), n_images=("image", "count"),
     )
     return out.reset_index()
-
-
-# ======================================================================================
-# 3. Class sensitivity (Rebuffi et al. 2020)
-# ======================================================================================
-def class_sensitivity(
-    methods: Any,
-    model: nn.Module,
-    images: Tensor,
-    *,
-    layer: Any = None,
-    settings: Mapping[str, Mapping[str, Any]] | None = None,
-    batch_size: int | None = None,
-    image_ids: Sequence[Any] | None = None,
-    progress: bool = True,
-) -> Any:
-    """How much a method's map changes between the top-1 and the least-likely class.
-
-    For each image (normalised model input) and method: the map for the top-1 class and the
-    map for the least-likely class (lowest logit) of the original model, both min-max
-    normalised, then
-
-    * ``1-spearman``: 1 minus their Spearman rank correlation,
-    * ``1-ssim``: 1 minus their SSIM,
-    * ``mad``: mean absolute difference of the normalised maps.
-
-    All three are 0 for a class-insensitive method (identical maps) and grow with the
-    difference (Rebuffi et al., CVPR 2020, report that several backprop methods are nearly
-    class-insensitive). Returns a DataFrame ``method, image, top1, least_likely, metric,
-    value``.
-    """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    images = _check_images(images)
-    fns = _resolve_methods(methods, model, layer, settings)
-    ids = _ids(image_ids, images.shape[0])
-    device = _device_of(model)
-    x = images.to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = model(x)
-        top, ll = logits.argmax(1), logits.argmin(1)
-        rows: list[dict[str, Any]] = []
-        for n, fn in tqdm(fns.items(), desc="class sensitivity (methods)", disable=not progress):
-            m_top = _maps(fn, model, x, top, batch_size, n)
-            m_ll = _maps(fn, model, x, ll, batch_size, n)
-            for i in range(len(ids)):
-                a, b = _minmax(m_top[i].double().numpy()), _minmax(m_ll[i].double().numpy())
-                vals = {"1-spearman": 1.0 - spearman(a, b), "1-ssim": 1.0 - ssim(a, b),
-                        "mad": float(np.abs(a - b).mean())}
-                for metric, v in vals.items():
-                    rows.append(dict(method=n, image=ids[i], top1=int(top[i]), least_likely=int(ll[i]),
-                                     metric=metric, value=v))
-    finally:
-        model.train(was_training)
-    return pd.DataFrame(rows, columns=["method", "image", "top1", "least_likely", "metric", "value"])

@@ -21,7 +21,6 @@ from cameras.metrics import (
     boxes_to_mask,
     grid_cell_bounds,
     grid_pointing_game,
-    grid_pointing_run,
     insertion_deletion,
     load_difficult_flags,
     make_grids,
@@ -354,25 +353,24 @@ def test_grid_pointing_game_hand_made():
         grid_pointing_game(m, [0, 1])
 
 
-def test_grid_pointing_run_writes_rows_and_resumes(tmp_path):
-    from cameras.metrics import Grids
+def test_grid_pointing_rows_batch_equals_one_grid_at_a_time():
+    from cameras.metrics import GRID_COLUMNS, Grids, grid_pointing_rows
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=6).eval()
     g = Grids(images=torch.randn(2, 3, 64, 64), labels=torch.tensor([[0, 1, 2, 3], [5, 4, 3, 2]]),
               sources=torch.arange(8).view(2, 4), confidence=torch.ones(2, 4))
-    path = tmp_path / "grid.csv"
-    r = grid_pointing_run(net, g, "gradcam", model_name="r18", path=path, progress=False)
-    assert r["n"] == 8 and 0 <= r["mean_share"] <= 1
-    df = read_results(path)
-    assert df["image"].tolist() == ["grid00000"] * 4 + ["grid00001"] * 4
-    assert df["cell"].tolist() == [0, 1, 2, 3] * 2 and df["target"].tolist() == [0, 1, 2, 3, 5, 4, 3, 2]
-    before = path.read_text()
-    r2 = grid_pointing_run(net, g, "gradcam", model_name="r18", path=path, progress=False)
-    assert path.read_text() == before and r2["mean_share"] == pytest.approx(r["mean_share"])
-    r3 = grid_pointing_run(net, g, "center", model_name="r18", progress=False)
+    rows, maps = grid_pointing_rows(net, g, [0, 1], "gradcam", model_name="r18")
+    assert maps.shape == (8, 64, 64) and all(set(r) == set(GRID_COLUMNS) for r in rows)
+    assert [r["image"] for r in rows] == ["grid00000"] * 4 + ["grid00001"] * 4
+    assert [r["cell"] for r in rows] == [0, 1, 2, 3] * 2
+    assert [r["target"] for r in rows] == [0, 1, 2, 3, 5, 4, 3, 2]
+    one = [r for n in (0, 1) for r in grid_pointing_rows(net, g, [n], "gradcam", model_name="r18")[0]]
+    assert [r["share"] for r in rows] == pytest.approx([r["share"] for r in one], abs=1e-6)
+    assert [r["hit"] for r in rows] == [r["hit"] for r in one]
+    center, _ = grid_pointing_rows(net, g, [0, 1], "center", model_name="r18")
     # the centre pixel (32, 32) of a 64 px 2x2 grid lies in the last cell
-    assert r3["hit"].tolist() == [False, False, False, True] * 2
+    assert [r["hit"] for r in center] == [0, 0, 0, 1] * 2
 
 
 # ========================================================================================
@@ -429,7 +427,7 @@ def test_map_density_degenerate_maps_are_never_nan():
     assert not torch.isnan(rp).any() and not torch.isnan(rm).any()
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         map_density(Recorder([0.0, 0.0]), images, maps * 2, 0, mean=MEAN, std=STD)
-    with pytest.raises(ValueError, match="maps are"):
+    with pytest.raises(ValueError, match="matching images"):
         map_density(Recorder([0.0, 0.0]), images, maps[:, :2], 0, mean=MEAN, std=STD)
 
 
