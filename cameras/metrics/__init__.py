@@ -20,10 +20,20 @@ from __future__ import annotations
 
 import importlib
 
-from ._info import MetricInfo
+from ._common import saliency_point
+from ._info import MetricInfo, describe
 from ._info import info as metric_info
 from .class_sensitivity import class_sensitivity
 from .density import map_density, masked_images
+from .grid import (
+    GRID_COLUMNS,
+    Grids,
+    confident_indices,
+    grid_cell_bounds,
+    grid_pointing_game,
+    grid_pointing_rows,
+    make_grids,
+)
 from .insertion_deletion import auc, insertion_deletion, pixel_counts
 from .similarity import (
     METRICS,
@@ -38,19 +48,22 @@ from .similarity import (
     top_mass,
 )
 
-_LAZY = {
-    "pointing": ("TOLERANCE", "saliency_point", "boxes_to_mask", "pointing_hit", "PointingScore",
+_LAZY = {  # the pointing game needs TorchRay
+    "pointing": ("TOLERANCE", "boxes_to_mask", "pointing_hit", "PointingScore",
                  "load_difficult_flags", "pointing_game_summary", "pointing_game_run"),
-    "grid": ("Grids", "confident_indices", "make_grids", "grid_cell_bounds", "grid_pointing_game",
-             "grid_pointing_rows", "GRID_COLUMNS"),
 }
+describe(MetricInfo("all", "pointing accuracy, All", True, (0, 100), "%",
+                    "Zhang et al., ECCV 2016", "mean over classes of the per-class hit rate"))
+describe(MetricInfo("difficult", "pointing accuracy, Diff", True, (0, 100), "%",
+                    "Zhang et al., ECCV 2016", "the same on the difficult subset"))
 _WHERE = {name: mod for mod, names in _LAZY.items() for name in names}
 
 __all__ = [
     "MetricInfo", "metric_info", "class_sensitivity", "map_density", "masked_images", "auc",
     "insertion_deletion", "pixel_counts", "METRICS", "entropy", "high_frequency_share",
     "hog_similarity", "iou_top", "map_similarities", "spearman", "spearman_abs", "ssim",
-    "top_mass", *_WHERE,
+    "top_mass", "saliency_point", "GRID_COLUMNS", "Grids", "confident_indices",
+    "grid_cell_bounds", "grid_pointing_game", "grid_pointing_rows", "make_grids", *_WHERE,
 ]
 
 

@@ -76,3 +76,21 @@ def check_maps(maps: Tensor, images: Tensor, unit: bool = True) -> Tensor:
     if unit and (float(maps.min()) < 0 or float(maps.max()) > 1):
         raise ValueError("maps must be in [0, 1] (use cameras.core.normalize_maps)")
     return maps.to(images)
+
+
+def saliency_point(maps: Tensor) -> Tensor:
+    """``(B, 2)`` LongTensor of ``(u, v) = (column, row)`` of each map's maximum.
+
+    The first maximum in row-major order, as TorchRay's benchmark (``argmax`` of the
+    flattened map). ``maps``: ``(B, H, W)``, ``(B, 1, H, W)`` or ``(H, W)``.
+    """
+    if maps.dim() == 2:
+        maps = maps[None]
+    if maps.dim() == 4:
+        maps = maps[:, 0]
+    w = maps.shape[-1]
+    flat = maps.reshape(maps.shape[0], -1)
+    # torch.argmax does not promise the first index on ties; use it explicitly
+    m = flat.max(dim=1, keepdim=True).values
+    idx = (flat == m).to(torch.uint8).argmax(dim=1)
+    return torch.stack((idx % w, idx // w), dim=1)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._common import saliency_point
 from ._info import MetricInfo, describe
-from .pointing import saliency_point
 
 __all__ = ["Grids", "confident_indices", "make_grids", "grid_cell_bounds", "grid_pointing_game",
            "grid_pointing_rows", "GRID_COLUMNS"]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchray.benchmark.pointing_game import PointingGame
 
-from ._info import MetricInfo, describe
+from ._common import saliency_point
 
 __all__ = [
     "TOLERANCE",
@@ -40,30 +40,7 @@ __all__ = [
     "pointing_game_run",
 ]
 
-describe(MetricInfo("all", "pointing accuracy, All", True, (0, 100), "%",
-                    "Zhang et al., ECCV 2016", "mean over classes of the per-class hit rate"))
-describe(MetricInfo("difficult", "pointing accuracy, Diff", True, (0, 100), "%",
-                    "Zhang et al., ECCV 2016", "the same on the difficult subset"))
-
 TOLERANCE = 15  #: pointing-game tolerance in pixels (Zhang et al.; TorchRay)
-
-
-def saliency_point(maps: Tensor) -> Tensor:
-    """``(B, 2)`` LongTensor of ``(u, v) = (column, row)`` of each map's maximum.
-
-    The first maximum in row-major order, as TorchRay's benchmark (``argmax`` of the
-    flattened map). ``maps``: ``(B, H, W)``, ``(B, 1, H, W)`` or ``(H, W)``.
-    """
-    if maps.dim() == 2:
-        maps = maps[None]
-    if maps.dim() == 4:
-        maps = maps[:, 0]
-    w = maps.shape[-1]
-    flat = maps.reshape(maps.shape[0], -1)
-    # torch.argmax does not promise the first index on ties; use it explicitly
-    m = flat.max(dim=1, keepdim=True).values
-    idx = (flat == m).to(torch.uint8).argmax(dim=1)
-    return torch.stack((idx % w, idx // w), dim=1)
 
 
 def boxes_to_mask(boxes: Iterable[Sequence[float]], height: int, width: int) -> Tensor:

@@ -1,0 +1,296 @@
+"""One plotting layer for the book: map grids, charts and tables sized for the page.
+
+Everything returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (no global
+figure registry; a notebook displays the returned object once), or a table object, and is
+sized for the book's content column (:data:`PAGE_PX` pixels at :data:`DPI`), so that what is
+drawn is legible on the page:
+
+* :func:`map_grid` is *the* overlay grid: rows of panels (an image, a map, or a map over its
+  image), wrapped to at most :data:`MAX_COLS` panels per line so that a map is at least
+  :data:`MIN_PANEL_PX` pixels wide on the page, with a shared colorbar, row and column
+  labels, and "not run" panels for what was not computed. :func:`overlay_grid` builds it from
+  images and ``{column: maps}``.
+* :func:`chart` makes a figure of ``n`` chart panels of page width; :func:`legend_below`,
+  :func:`bar_groups` and :func:`style` are the shared helpers for bars, lines and box plots.
+* :func:`table` formats a DataFrame for the page (human headings from the metric and method
+  metadata, no index, "not run" for missing values, horizontal scrolling when wide).
+
+Labels come from the registries: :func:`method_label` (``cameras.methods``),
+:func:`model_label` (``cameras.models``), :func:`heading` (``cameras.metrics``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..viz import as_map, as_rgb_uint8, overlay
+
+__all__ = [
+    "PAGE_PX",
+    "DPI",
+    "PAGE_IN",
+    "MIN_PANEL_PX",
+    "MAX_COLS",
+    "Panel",
+    "map_grid",
+    "overlay_grid",
+    "chart",
+    "style",
+    "legend_below",
+    "bar_groups",
+    "method_label",
+    "model_label",
+    "heading",
+    "table",
+]
+
+#: width of the book's content column in CSS pixels, and the figures' resolution
+PAGE_PX = 730
+DPI = 100
+PAGE_IN = PAGE_PX / DPI
+#: the smallest width a saliency map gets on the page
+MIN_PANEL_PX = 150
+#: panels per line in a map grid (with room for row labels and a colorbar)
+MAX_COLS = int((PAGE_PX - 90) // MIN_PANEL_PX)
+FONT = {"title": 10, "label": 9, "small": 8}
+
+
+def method_label(name: str, short: bool = False) -> str:
+    from ..methods import label
+
+    return label(name, short=short)
+
+
+def model_label(name: str) -> str:
+    from ..models import label
+
+    return label(name)
+
+
+def heading(column: str) -> str:
+    """Display heading of a result column: the metric's label with unit and arrow if it is
+    a metric, else the column name in words."""
+    from ..metrics import metric_info
+
+    info = metric_info(column)
+    return info.heading if info is not None else column.replace("_", " ")
+
+
+# ========================================================================================
+# map grids
+# ========================================================================================
+@dataclass
+class Panel:
+    """One panel of a :func:`map_grid`: a ``map`` (in [0, 1]) over an ``image``, the map
+    alone, or the image alone; neither is a "not run" panel showing ``note``."""
+
+    map: Any = None
+    image: Any = None
+    title: str = ""
+    note: str = ""
+
+
+def _draw(ax, p: Panel, cmap: str, alpha: float) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if p.map is None and p.image is None:
+        ax.set_box_aspect(1)
+        ax.set_facecolor("0.93")
+        ax.text(0.5, 0.5, p.note or "not run", ha="center", va="center", wrap=True,
+                fontsize=FONT["small"], color="0.35", transform=ax.transAxes)
+        for s in ax.spines.values():
+            s.set_color("0.8")
+    elif p.map is None:
+        ax.imshow(as_rgb_uint8(p.image))
+    elif p.image is None:
+        ax.imshow(as_map(p.map), cmap=cmap, vmin=0.0, vmax=1.0)
+    else:
+        ax.imshow(overlay(p.image, p.map, alpha=alpha, cmap=cmap))
+    if p.title:
+        ax.set_title(p.title, fontsize=FONT["label"], pad=3)
+    if p.note and (p.map is not None or p.image is not None):
+        ax.set_xlabel(p.note, fontsize=FONT["small"], labelpad=2)
+
+
+def map_grid(
+    rows: Sequence[Sequence[Panel]],
+    *,
+    row_titles: Sequence[str] | None = None,
+    max_cols: int = MAX_COLS,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    colorbar: bool | str = True,
+    title: str | None = None,
+    panel_px: int | None = None,
+):
+    """Rows of panels, each row wrapped to ``max_cols`` panels per line, page width.
+
+    ``colorbar``: a shared colorbar for the maps (a string is its label). ``panel_px``: the
+    panel width on the page (default: as wide as the page allows, at least
+    :data:`MIN_PANEL_PX`).
+    """
+    from matplotlib import cm, colors
+    from matplotlib.figure import Figure
+
+    if not rows or not any(rows):
+        raise ValueError("map_grid needs at least one panel")
+    if row_titles is not None and len(row_titles) != len(rows):
+        raise ValueError(f"{len(row_titles)} row titles for {len(rows)} rows")
+    cols = min(max(1, int(max_cols)), max(len(r) for r in rows))
+    if all(len(r) <= cols for r in rows):  # no wrapping: column titles on the first row only
+        rows = [row if r == 0 else [Panel(p.map, p.image, "", p.note) for p in row]
+                for r, row in enumerate(rows)]
+    lines = [(r, list(row[i : i + cols])) for r, row in enumerate(rows)
+             for i in range(0, max(1, len(row)), cols)]
+    label_px, bar_px = (28 if row_titles else 6), (70 if colorbar else 6)
+    px = panel_px or min(260, (PAGE_PX - label_px - bar_px) // cols)
+    w_in = (label_px + bar_px + cols * px) / DPI
+    h_in = (len(lines) * (px + 34) + (30 if title else 0)) / DPI
+    fig = Figure(figsize=(w_in, h_in), dpi=DPI, layout="constrained")
+    axes = fig.subplots(len(lines), cols, squeeze=False)
+    first_line = {}
+    for k, (r, panels) in enumerate(lines):
+        first_line.setdefault(r, k)
+        for c in range(cols):
+            ax = axes[k, c]
+            if c < len(panels):
+                _draw(ax, panels[c], cmap, alpha)
+            else:
+                ax.set_axis_off()
+        if row_titles is not None and first_line[r] == k:
+            axes[k, 0].set_ylabel(row_titles[r], fontsize=FONT["label"])
+    if colorbar:
+        sm = cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=cmap)
+        cb = fig.colorbar(sm, ax=axes, shrink=min(0.9, 3.0 / len(lines) + 0.3), aspect=25, pad=0.01)
+        cb.set_label(colorbar if isinstance(colorbar, str) else "saliency (0 = low, 1 = high)",
+                     fontsize=FONT["small"])
+        cb.ax.tick_params(labelsize=FONT["small"])
+    if title:
+        fig.suptitle(title, fontsize=FONT["title"])
+    return fig
+
+
+def overlay_grid(
+    images: Sequence[Any],
+    maps: Mapping[str, Sequence[Any]],
+    *,
+    row_titles: Sequence[str] | None = None,
+    show_image: bool = True,
+    overlay_maps: bool = True,
+    notes: Mapping[str, Sequence[str]] | None = None,
+    **kwargs: Any,
+):
+    """:func:`map_grid` of one row per image: the image, then one panel per column of ``maps``
+    (``{column title: one map per image}``; ``None`` for "not run"). ``notes``: text under
+    panels, ``{column title: one note per image}``."""
+    images = list(images)
+    for k, v in maps.items():
+        if len(v) != len(images):
+            raise ValueError(f"maps[{k!r}] must hold one map per image ({len(images)}), got {len(v)}")
+    rows = []
+    for r, img in enumerate(images):
+        row = [Panel(image=img, title="image")] if show_image else []
+        for col, ms in maps.items():
+            note = (notes or {}).get(col, [""] * len(images))[r]
+            m = ms[r]
+            row.append(Panel(map=m, image=img if overlay_maps and m is not None else None,
+                             title=col, note=note))
+        rows.append(row)
+    return map_grid(rows, row_titles=row_titles, **kwargs)
+
+
+# ========================================================================================
+# charts
+# ========================================================================================
+def chart(n: int = 1, ncols: int | None = None, height_px: int = 260, sharey: bool = False,
+          width_px: int = PAGE_PX):
+    """A page-wide figure of ``n`` chart panels (``ncols`` per line): ``(fig, axes list)``."""
+    from matplotlib.figure import Figure
+
+    ncols = ncols or min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width_px / DPI, nrows * height_px / DPI), dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey).ravel()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    for ax in axes[:n]:
+        style(ax)
+    return fig, list(axes[:n])
+
+
+def style(ax, grid: str = "y") -> None:
+    """The shared look of a chart panel: light grid, readable ticks, no top/right spines."""
+    ax.tick_params(labelsize=FONT["small"])
+    ax.title.set_fontsize(FONT["label"])
+    ax.xaxis.label.set_fontsize(FONT["label"])
+    ax.yaxis.label.set_fontsize(FONT["label"])
+    if grid:
+        ax.grid(axis=grid, alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def legend_below(fig, handles=None, labels=None, ncol: int | None = None, axes=None) -> None:
+    """One legend for the whole figure, below the panels."""
+    if handles is None:
+        ax = axes[0] if axes else fig.axes[0]
+        handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol or min(len(handles), 4),
+                   fontsize=FONT["small"], frameon=False)
+
+
+def bar_groups(ax, groups: Sequence[str], series: Mapping[str, Sequence[float]],
+               errors: Mapping[str, Any] | None = None, rotate: int = 30) -> None:
+    """Grouped bars: one group per entry of ``groups``, one bar per series (with ``errors``:
+    symmetric ``(n,)`` or ``(2, n)`` lower/upper error bars)."""
+    n = max(1, len(series))
+    width = 0.8 / n
+    x = np.arange(len(groups))
+    for i, (name, vals) in enumerate(series.items()):
+        err = None if errors is None else errors.get(name)
+        ax.bar(x + (i - (n - 1) / 2) * width, vals, width, yerr=err, capsize=1.5, label=name,
+               color=f"C{i}")
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups, rotation=rotate, ha="right" if rotate else "center",
+                       fontsize=FONT["small"])
+
+
+# ========================================================================================
+# tables
+# ========================================================================================
+def table(df, *, index: bool = False, decimals: int | Mapping[str, int] = 2,
+          headings: Mapping[str, str] | None = None, missing: str = "not run",
+          labels: bool = True, caption: str | None = None):
+    """A DataFrame formatted for the page (an ``IPython.display.HTML``).
+
+    Column headings are human (:func:`heading`, or ``headings``); method and model names in
+    the ``method``/``model`` columns become their display labels (``labels``); missing values
+    read ``missing``; the index is dropped unless ``index``; numbers get ``decimals`` decimals
+    (one int, or per column); a wide table scrolls horizontally instead of being cut.
+    """
+    import pandas as pd
+    from IPython.display import HTML
+
+    d = df.reset_index() if index else df.copy()
+    if labels:
+        for col, fn in (("method", method_label), ("model", model_label)):
+            if col in d.columns:
+                d[col] = d[col].map(lambda v, fn=fn: fn(v) if isinstance(v, str) else v)
+    names = {c: (headings or {}).get(c, heading(str(c))) for c in d.columns}
+    fmt = {}
+    for c in d.columns:
+        if pd.api.types.is_float_dtype(d[c]):
+            n = decimals.get(c, 2) if isinstance(decimals, Mapping) else decimals
+            fmt[c] = f"{{:.{n}f}}"
+    st = d.style.format(fmt, na_rep=missing).hide(axis="index").relabel_index(
+        [names[c] for c in d.columns], axis="columns")
+    if caption:
+        st = st.set_caption(caption)
+    st = st.set_table_attributes('class="cameras-table"')
+    return HTML(f'<div style="overflow-x:auto;max-width:100%">{st.to_html()}</div>')
