@@ -54,7 +54,9 @@ returned on the input's own grid.
 
 from __future__ import annotations
 
-import warnings
+import difflib
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -63,7 +65,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .hooks import LayerCapture
+from .hooks import (
+    LayerCapture,
+    check_input_channels,
+    eval_mode,
+    layer_name,
+    locate_layer,
+    model_dtype_device,
+)
+
+log = logging.getLogger("cameras")
 
 __all__ = [
     "Cameras",
@@ -71,7 +82,10 @@ __all__ = [
     "KEEP_RULES",
     "cameras",
     "DEFAULT_SIZES",
+    "DEFAULT_MAX_PIXELS",
     "normalize_maps",
+    "match_class",
+    "class_index",
     "as_targets",
     "resize_to",
     "scaled_shape",
@@ -80,6 +94,10 @@ __all__ = [
 ]
 
 DEFAULT_SIZES: tuple[int, ...] = tuple(range(224, 1000, 100))  # 224, 324, ..., 924 (authors' code)
+#: Largest resized input, in pixels per image (height x width), :class:`Cameras` accepts by
+#: default: 2**25 = 33.5 M pixels, a 924 x 36,300 strip, 400 MB as a float32 RGB tensor before
+#: the network's own activations (which are several times larger).
+DEFAULT_MAX_PIXELS = 2**25
 
 
 # ----------------------------------------------------------------------------------------
@@ -100,10 +118,103 @@ def normalize_maps(maps: Tensor) -> Tensor:
     return out.reshape(maps.shape)
 
 
-def as_targets(targets, batch: int, num_classes: int, device=None) -> Tensor:
-    """Validate ``targets`` (an int, ``B`` ints or a LongTensor) into a ``(B,)`` LongTensor."""
-    if isinstance(targets, bool):
+def _norm_name(s: str) -> str:
+    return " ".join(s.lower().replace("_", " ").replace("-", " ").split())
+
+
+def _ambiguous(query: str, classes: Sequence[str], matches: list[int]) -> ValueError:
+    shown = ", ".join(f"{i} {classes[i]!r}" for i in matches[:12])
+    more = f" and {len(matches) - 12} more" if len(matches) > 12 else ""
+    return ValueError(f"class {query!r} is ambiguous: {len(matches)} classes match ({shown}{more}); "
+                      "give the exact name (case matters) or the index")
+
+
+def match_class(query: str, classes: Sequence[str]) -> int:
+    """Index of the class called ``query`` in ``classes`` (a model's class names).
+
+    In order: the exact name, case-sensitive (ImageNet's ``"cardigan"`` is 474 and
+    ``"Cardigan"``, the corgi, 264); the name ignoring case, ``_`` and ``-``; a unique whole
+    word (``"hognose"``); a unique substring (``"golden retr"``). Several matches at the first
+    step that has any raise a :class:`ValueError` listing them (``"CARDIGAN"``, ``"cat"``).
+    """
+    if not isinstance(query, str):
+        raise TypeError(f"a class name must be a str, got {type(query).__name__}")
+    q = query.strip()
+    if not q:
+        raise ValueError("empty class name")
+    names = list(classes)
+    exact = [i for i, c in enumerate(names) if c == q]
+    if len(exact) > 1:
+        raise _ambiguous(query, names, exact)
+    if exact:
+        return exact[0]
+    nq = _norm_name(q)
+    normed = [_norm_name(c) for c in names]
+    word = re.compile(rf"\b{re.escape(nq)}\b")
+    for matches in ([i for i, n in enumerate(normed) if n == nq],
+                    [i for i, n in enumerate(normed) if word.search(n)],
+                    [i for i, n in enumerate(normed) if nq in n]):
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise _ambiguous(query, names, matches)
+    close = difflib.get_close_matches(nq, normed, n=5, cutoff=0.6)
+    hint = f" Closest: {', '.join(repr(names[normed.index(c)]) for c in close)}." if close else ""
+    raise ValueError(f"no class matches {query!r}.{hint}")
+
+
+def class_index(query: str, classes: Sequence[str] | None, num_classes: int | None = None) -> int:
+    """A class given as a decimal index string (``"281"``, checked against ``num_classes``) or
+    a name (:func:`match_class` against ``classes``; ``None``: ImageNet-1k's names)."""
+    q = query.strip()
+    n = num_classes if num_classes is not None else (len(classes) if classes is not None else None)
+    if q.isdecimal() or (q[:1] in "+-" and q[1:].isdecimal()):
+        idx = int(q)
+        if idx < 0 or (n is not None and idx >= n):
+            raise ValueError(f"class index {idx} is out of range"
+                             + (f" (0..{n - 1})" if n is not None else ""))
+        return idx
+    if classes is None:
+        from .data import imagenet_classes
+
+        classes = imagenet_classes()
+    return match_class(q, classes)
+
+
+def _has_names(targets) -> bool:
+    return isinstance(targets, str) or (
+        isinstance(targets, Sequence) and any(isinstance(t, str) for t in targets))
+
+
+def names_to_indices(targets, classes: Sequence[str] | None):
+    """``targets`` with every class name replaced by its index (see :func:`class_index`)."""
+    if isinstance(targets, str):
+        return class_index(targets, classes)
+    if _has_names(targets):
+        return [class_index(t, classes) if isinstance(t, str) else t for t in targets]
+    return targets
+
+
+def as_targets(targets, batch: int, num_classes: int, device=None, classes=None) -> Tensor:
+    """Validate ``targets`` into a ``(B,)`` LongTensor.
+
+    ``targets``: an int (also a numpy integer scalar), ``B`` ints / a LongTensor / an integer
+    numpy array, or class names (a name or ``B`` names or indices) looked up in ``classes``
+    (default: ImageNet-1k's names, for 1000-class models only).
+    """
+    import numpy as np
+
+    if isinstance(targets, (bool, np.bool_)):
         raise TypeError("targets must be None, an int, or a sequence/tensor of ints, not a bool")
+    if _has_names(targets):
+        if classes is None and num_classes != 1000:
+            raise ValueError(f"targets given by name need the model's class names (it has "
+                             f"{num_classes} classes, not ImageNet's 1000): pass classes=[...]")
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"{len(classes)} class names for a model with {num_classes} classes")
+        targets = names_to_indices(targets, classes)
+    if isinstance(targets, np.ndarray) and targets.ndim == 0 or isinstance(targets, np.integer):
+        targets = targets.item() if np.issubdtype(np.asarray(targets).dtype, np.integer) else targets
     if isinstance(targets, int):
         t = torch.full((batch,), targets, dtype=torch.long)
     elif isinstance(targets, Tensor):
@@ -112,27 +223,16 @@ def as_targets(targets, batch: int, num_classes: int, device=None) -> Tensor:
         t = targets.reshape(-1).to(torch.long)
         if targets.dim() == 0:
             t = t.expand(batch)
+    elif isinstance(targets, np.ndarray) and np.issubdtype(targets.dtype, np.integer):
+        t = torch.from_numpy(targets.astype(np.int64)).reshape(-1)
     elif isinstance(targets, Sequence) and not isinstance(targets, str):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in targets):
-            try:
-                import numpy as np
-
-                ok = all(isinstance(v, np.integer) for v in targets)
-            except ImportError:  # pragma: no cover
-                ok = False
-            if not ok:
-                raise TypeError("targets must be ints (class indices)")
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in targets):
+            raise TypeError("targets must be ints (class indices) or class names")
         t = torch.as_tensor([int(v) for v in targets], dtype=torch.long)
     else:
-        try:
-            import numpy as np
-
-            if isinstance(targets, np.ndarray) and np.issubdtype(targets.dtype, np.integer):
-                return as_targets(torch.from_numpy(targets), batch, num_classes, device)
-        except ImportError:  # pragma: no cover
-            pass
         raise TypeError(
-            f"targets must be None, an int, or a sequence/tensor of ints, got {type(targets).__name__}"
+            "targets must be None, an int, a class name, or a sequence/tensor of ints, got "
+            f"{type(targets).__name__}" + (f" of dtype {targets.dtype}" if hasattr(targets, "dtype") else "")
         )
     if t.numel() != batch:
         raise ValueError(f"got {t.numel()} targets for a batch of {batch} images")
@@ -183,7 +283,13 @@ def _check_sizes(sizes) -> tuple[int, ...]:
             raise TypeError(f"sizes must be ints (pixels of the shorter side), got {s!r}")
         if int(s) < 8:
             raise ValueError(f"each size must be at least 8 pixels, got {int(s)}")
-    return tuple(int(s) for s in sizes)
+    sizes = tuple(int(s) for s in sizes)
+    if len(set(sizes)) != len(sizes):  # one policy for the API and the CLI
+        raise ValueError(
+            f"sizes must not repeat a size (got {' '.join(map(str, sizes))}): a repeated size "
+            "would count twice in the average"
+        )
+    return sizes
 
 
 def scaled_shape(height: int, width: int, size: int) -> tuple[int, int]:
@@ -192,17 +298,19 @@ def scaled_shape(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, round(height * size / short)), max(1, round(width * size / short))
 
 
-def resize_to(images: Tensor, size: int) -> Tensor:
+def resize_to(images: Tensor, size: int, antialias: bool = False) -> Tensor:
     """Bicubic (align_corners=False) resize so that the shorter side is ``size`` pixels.
 
     A size equal to the input's shorter side returns the input itself (as the authors' code
-    does for its first size).
+    does for its first size). ``antialias=True`` low-pass filters when shrinking (PyTorch's
+    ``antialias``; enlarging is unchanged); the authors' code, which only enlarges, has none.
     """
     h, w = images.shape[-2:]
     shape = scaled_shape(h, w, size)
     if shape == (h, w):
         return images
-    return F.interpolate(images, size=shape, mode="bicubic", align_corners=False)
+    shrink = antialias and (shape[0] < h or shape[1] < w)
+    return F.interpolate(images, size=shape, mode="bicubic", align_corners=False, antialias=shrink)
 
 
 def interpolation_matrix(n_in: int, n_out: int, dtype=torch.float32, device=None) -> Tensor:
@@ -376,14 +484,19 @@ class Cameras:
     Parameters
     ----------
     model:
-        An image classifier returning logits ``(B, num_classes)``; use it in eval mode.
+        An image classifier returning logits ``(B, num_classes)``, or a
+        :class:`cameras.models.LoadedModel` (its model, layer and class names are used).
     layer:
         Name of the layer whose activations are fused (the paper: the last conv block, e.g.
         ``"layer4"`` for ResNet-50, ``"features"`` for DenseNet-121, ``"Mixed_7c"`` for
-        Inception-v3), or the module itself.
+        Inception-v3), or the module itself. ``None`` (default): located with one forward
+        pass at ``sizes[0]`` by :func:`cameras.hooks.locate_layer` -- the last module with a
+        4-d output that runs once and feeds the classifier (pooling layers excluded). The
+        choice is in :attr:`layer_name` and logged once (logger ``"cameras"``, level INFO).
     sizes:
-        Shorter-side lengths of the upsampled inputs; ``sizes[0]`` is the reference size.
-        Default: the authors' 224, 324, ..., 924.
+        Shorter-side lengths of the resized inputs; ``sizes[0]`` is the reference size.
+        Default: the authors' 224, 324, ..., 924. A repeated size is refused (it would count
+        twice in the average); the command line follows the same rule.
     batch_size:
         Images pushed through the model together (``None``: the whole batch).
     progress:
@@ -393,10 +506,27 @@ class Cameras:
         its top-1 equals the top-1 at the reference size (Algorithm 1), also when targets are
         given; ``"all"``: every size; ``"auto"`` (default): ``"prediction"`` with
         ``targets=None`` and ``"all"`` with explicit targets, as the authors' code does.
+    classes:
+        The model's class names, so that targets can be given by name (default: ImageNet-1k's
+        names, used for models with 1000 outputs).
+    antialias:
+        Low-pass filter when a size shrinks the input (``False``, the default, is the
+        authors' bicubic resize; the command line, which feeds whole photos, uses ``True``).
+    max_pixels:
+        Largest resized input (height x width per image) accepted, a memory guard
+        (default :data:`DEFAULT_MAX_PIXELS`; ``None``: no limit). An elongated input whose
+        shorter side is brought to ``max(sizes)`` can exceed it: a ``10 x 10000`` tensor at
+        924 px becomes ``924 x 924000``; that raises a :class:`ValueError` before any work.
 
-    Call with ``images`` ``(B, 3, H, W)`` (normalised, any float dtype and device) and
-    ``targets`` (``None`` = each image's own top-1 at the reference size, an int, or ``B``
-    ints / a LongTensor). Returns maps ``(B, H, W)`` in [0, 1] on the images' device.
+    Call with ``images`` ``(B, C, H, W)`` (normalised; a float dtype other than the model's
+    is cast to the model's, images on another device are moved to the model's) and
+    ``targets`` (``None`` = each image's own top-1 at the reference size, an int or numpy
+    integer, a class name, or ``B`` ints / names / a LongTensor). Returns maps ``(B, H, W)``
+    in [0, 1] in the images' dtype, on the images' device. A model in training mode runs in
+    eval mode for the call and is restored (batch-norm statistics untouched); the call also
+    works inside :func:`torch.inference_mode` (gradients above the layer are recorded in a
+    normal-mode block). A channel count the model's first convolution does not take raises
+    a :class:`ValueError` before that convolution runs.
 
     The two halves of the algorithm are public: :meth:`capture` records the per-size
     activations and gradients (of one or several classes per image) and :meth:`fuse` turns a
@@ -406,89 +536,171 @@ class Cameras:
     def __init__(
         self,
         model: nn.Module,
-        layer: str | nn.Module = "layer4",
+        layer: str | nn.Module | None = None,
         sizes: Sequence[int] = DEFAULT_SIZES,
         batch_size: int | None = None,
         progress: bool | None = None,
         keep: str = "auto",
+        *,
+        classes: Sequence[str] | None = None,
+        antialias: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
+        model, layer, classes = _unpack_loaded(model, layer, classes)
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.layer = layer
         self.sizes = _check_sizes(sizes)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
         if keep not in KEEP_RULES:
             raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}")
+        if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
+                                       or max_pixels < 1):
+            raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+        if classes is not None and (isinstance(classes, str) or not all(isinstance(c, str) for c in classes)):
+            raise TypeError("classes must be a sequence of class names (str)")
         self.batch_size = batch_size
         self.progress = progress
         self.keep = keep
-        LayerCapture(model, layer)  # validates the layer name now, with a helpful error
+        self.classes = list(classes) if classes is not None else None
+        self.antialias = bool(antialias)
+        self.max_pixels = max_pixels
+        if layer is None:
+            layer, shape = self._locate()
+            log.info("Cameras: explaining layer %r of %s (output %s at %d px)", layer,
+                     type(model).__name__, "x".join(map(str, shape[1:])), self.sizes[0])
+        #: the name of the explained layer (the one located when ``layer=None``)
+        self.layer_name = layer_name(model, layer)  # validates the name, with a helpful error
+        self.layer = layer
         #: per call: ``(S, B)`` bool, which sizes each image kept; and the top-1 per size
         self.kept: Tensor | None = None
         self.predictions: Tensor | None = None
 
+    def _locate(self) -> tuple[str, tuple[int, ...]]:
+        """Find the default layer with one forward pass of a ``(1, C, s, s)`` probe."""
+        dtype, device = model_dtype_device(self.model)
+        conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        channels = conv.in_channels if conv is not None else 3
+        size = self.sizes[0]
+        g = torch.Generator().manual_seed(0)
+        probe = torch.randn(1, channels, size, size, generator=g)
+        probe = probe.to(dtype=dtype or torch.float32, device=device)
+        with torch.inference_mode(False), eval_mode(self.model):
+            try:
+                return locate_layer(self.model, probe)
+            except ValueError:
+                raise
+            except Exception as err:  # the model cannot run on the probe
+                raise ValueError(
+                    f"could not run {type(self.model).__name__} on a (1, {channels}, {size}, "
+                    f"{size}) probe to find its layer ({type(err).__name__}: {err}); pass layer=..."
+                ) from None
+
     def __repr__(self) -> str:
-        return f"Cameras(layer={self.layer!r}, sizes={list(self.sizes)}, keep={self.keep!r})"
+        return f"Cameras(layer={self.layer_name!r}, sizes={list(self.sizes)}, keep={self.keep!r})"
 
     def __call__(self, images: Tensor, targets=None) -> Tensor:
         images = _check_images(images)
         n = images.shape[0]
         bs = self.batch_size or n
+        targets, n_names = self._names(targets)
+        if isinstance(targets, Tensor) and targets.dim() == 0:
+            targets = int(targets)
         maps, kept, preds = [], [], []
         for i in range(0, n, bs):
             t = targets
             if targets is not None and not isinstance(targets, int):
                 t = as_targets(targets, n, 2**62)[i : i + bs]
-            cap = self.capture(images[i : i + bs], t)
-            maps.append(self.fuse(cap)[:, 0].to(images.dtype))
+            cap = self.capture(images[i : i + bs], t, _n_names=n_names)
+            maps.append(self.fuse(cap)[:, 0].to(device=images.device, dtype=images.dtype))
             kept.append(cap.kept)
             preds.append(cap.top1)
         self.kept = torch.cat(kept, dim=1)
         self.predictions = torch.cat(preds, dim=1)
         return torch.cat(maps)
 
+    def _names(self, targets):
+        """Class names in ``targets`` -> indices; also the number of names they refer to."""
+        import numpy as np
+
+        if isinstance(targets, np.integer):
+            return int(targets), None
+        if not _has_names(targets):
+            return targets, None
+        if self.classes is None:
+            from .data import imagenet_classes
+
+            return names_to_indices(targets, imagenet_classes()), 1000
+        return names_to_indices(targets, self.classes), len(self.classes)
+
     def _show_progress(self, batch: int) -> bool:
         if self.progress is not None:
             return self.progress
         return batch * sum(s * s for s in self.sizes) > 4 * 924 * 924
 
-    def capture(self, images: Tensor, targets=None, keep_inputs: bool = False) -> Capture:
+    def _prepare(self, images: Tensor) -> Tensor:
+        """Checks and casts before the first forward pass (see the class docstring)."""
+        images = _check_images(images)
+        _, _, H, W = images.shape
+        if self.max_pixels is not None:
+            big = max(self.sizes)
+            h, w = scaled_shape(H, W, big)
+            if h * w > self.max_pixels:
+                raise ValueError(
+                    f"resizing the {H}x{W} input so that its shorter side is {big} px gives "
+                    f"{h}x{w} = {h * w / 1e6:.1f} M pixels per image, over the memory budget "
+                    f"max_pixels={self.max_pixels} ({self.max_pixels / 1e6:.1f} M); crop the input, "
+                    "use smaller sizes, or raise max_pixels"
+                )
+        dtype, device = model_dtype_device(self.model)
+        if images.is_inference():
+            images = images.clone()  # a normal tensor (we are in a normal-mode block)
+        if dtype is not None and images.dtype != dtype:
+            images = images.to(dtype)
+        if device is not None and images.device != device:
+            images = images.to(device)
+        return images
+
+    def capture(self, images: Tensor, targets=None, keep_inputs: bool = False,
+                _n_names: int | None = None) -> Capture:
         """Lines 1-10 of Algorithm 1 for one batch: resize, record :math:`A_s`, :math:`G_s`.
 
-        ``targets``: ``None`` (the top-1 at the reference size), an int, ``B`` ints / a
-        ``(B,)`` tensor, a ``(B, T)`` tensor of ``T`` classes per image, or a function
-        ``f(reference logits) -> (B, T)``. Several classes cost one forward pass per size
-        and one backward pass per class.
+        ``targets``: ``None`` (the top-1 at the reference size), an int, a class name, ``B``
+        ints / names / a ``(B,)`` tensor, a ``(B, T)`` tensor of ``T`` classes per image, or
+        a function ``f(reference logits) -> (B, T)``. Several classes cost one forward pass
+        per size and one backward pass per class. The model runs in eval mode (restored
+        afterwards); see the class docstring for dtypes, devices and inference mode.
         """
-        images = _check_images(images)
-        if self.model.training:
-            warnings.warn(
-                "the model is in training mode (batch norm / dropout make maps depend on the "
-                "batch); call model.eval() first",
-                stacklevel=3,
-            )
-        B, _, H, W = images.shape
-        acts, grads, logits_s, keep, inputs = [], [], [], [], []
-        bar = tqdm(self.sizes, desc="CAMERAS sizes", disable=not self._show_progress(B), leave=False)
-        with LayerCapture(self.model, self.layer) as cap:
-            for i, size in enumerate(bar):
-                x = resize_to(images, size)
-                logits = cap.forward(x)
-                top1 = logits.argmax(dim=1)
-                if i == 0:
-                    reference = top1
-                    t = _capture_targets(targets, logits)
-                keep.append(_keep_mask(self.keep, top1, reference, targets is not None))
-                T = t.shape[1]
-                grads.append(torch.stack([cap.gradients(logits, t[:, j], retain_graph=j < T - 1)
-                                          for j in range(T)], dim=1))
-                acts.append(cap.activations.detach())
-                logits_s.append(logits.detach())
-                if keep_inputs:
-                    inputs.append(x.detach())
-                del logits
+        if _n_names is None and not callable(targets):
+            targets, _n_names = self._names(targets)
+        with torch.inference_mode(False), eval_mode(self.model):
+            images = self._prepare(images)
+            B, _, H, W = images.shape
+            acts, grads, logits_s, keep, inputs = [], [], [], [], []
+            bar = tqdm(self.sizes, desc="CAMERAS sizes", disable=not self._show_progress(B),
+                       leave=False)
+            with LayerCapture(self.model, self.layer) as cap:
+                for i, size in enumerate(bar):
+                    x = resize_to(images, size, self.antialias)
+                    if i == 0:
+                        with check_input_channels(self.model):
+                            logits = cap.forward(x)
+                        _check_named(_n_names, logits.shape[1])
+                        reference = logits.argmax(dim=1)
+                        t = _capture_targets(targets, logits)
+                    else:
+                        logits = cap.forward(x)
+                    keep.append(_keep_mask(self.keep, logits.argmax(dim=1), reference,
+                                           targets is not None))
+                    T = t.shape[1]
+                    grads.append(torch.stack([cap.gradients(logits, t[:, j], retain_graph=j < T - 1)
+                                              for j in range(T)], dim=1))
+                    acts.append(cap.activations.detach())
+                    logits_s.append(logits.detach())
+                    if keep_inputs:
+                        inputs.append(x.detach())
+                    del logits
         return Capture(self.sizes, acts, grads, torch.stack(logits_s), t, torch.stack(keep),
                        (H, W), inputs)
 
@@ -507,6 +719,24 @@ class Cameras:
         maps = torch.stack([normalize_maps(fuse_maps(acts, [capture.gradients[i][:, j] for i in idx],
                                                      weights, capture.out_shape)) for j in cols], 1)
         return maps if target is None else maps[:, 0]
+
+
+def _unpack_loaded(model, layer, classes):
+    """A :class:`cameras.models.LoadedModel` -> its model, layer and class names."""
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "model", None), nn.Module):
+        layer = layer if layer is not None else getattr(model, "layer", None)
+        classes = classes if classes is not None else getattr(model, "classes", None)
+        model = model.model
+    return model, layer, classes
+
+
+def _check_named(n_names: int | None, num_classes: int) -> None:
+    if n_names is not None and n_names != num_classes:
+        raise ValueError(
+            f"targets were given by name, but the model has {num_classes} classes and the names "
+            f"come from a list of {n_names}" + (" (ImageNet-1k's)" if n_names == 1000 else "")
+            + ": pass classes=[...] with the model's own class names"
+        )
 
 
 def _capture_targets(targets, logits: Tensor) -> Tensor:
@@ -529,7 +759,7 @@ def cameras(
     model: nn.Module,
     images: Tensor,
     targets=None,
-    layer: str | nn.Module = "layer4",
+    layer: str | nn.Module | None = None,
     sizes: Sequence[int] = DEFAULT_SIZES,
     **kwargs,
 ) -> Tensor:

@@ -22,12 +22,33 @@ Two details matter for speed and for correctness:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerCapture", "resolve_layer", "layer_names", "class_scores_grad"]
+__all__ = [
+    "LayerCapture",
+    "resolve_layer",
+    "layer_names",
+    "layer_name",
+    "class_scores_grad",
+    "locate_layer",
+    "eval_mode",
+    "check_input_channels",
+    "model_dtype_device",
+]
+
+# Modules whose output is a pooled summary (its grid is set by the pooling, not by the input):
+# never the layer whose activations are explained.
+_POOLING = (
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd,
+)
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -58,6 +79,133 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
         msg += f" Closest names: {', '.join(close)}."
     msg += f" Top-level layers: {', '.join(top)}. ({len(names)} valid names in all; see cameras.hooks.layer_names(model).)"
     raise ValueError(msg)
+
+
+def layer_name(model: nn.Module, layer: str | nn.Module) -> str:
+    """The qualified name of ``layer`` (a name or a sub-module) inside ``model``."""
+    if isinstance(layer, str):
+        resolve_layer(model, layer)
+        return layer
+    module = resolve_layer(model, layer)
+    return next(name for name, m in model.named_modules() if m is module)
+
+
+def model_dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
+    """Floating dtype and device of the model's first floating parameter (or buffer)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return None, None
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode inside the block and restore every module's ``training``
+    flag afterwards (also on error). Batch-norm running statistics are not updated in eval
+    mode, so a model in training mode comes back exactly as it was."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextmanager
+def check_input_channels(model: nn.Module) -> Iterator[None]:
+    """Inside the block, the first 2-d convolution that runs checks the channels it receives.
+
+    A wrong channel count (a gray or RGBA tensor for an RGB network) then raises a
+    :class:`ValueError` naming both numbers before any convolution has run, instead of a
+    shape error from inside the convolution.
+    """
+    state = {"done": False}
+
+    def pre_hook(module: nn.Conv2d, inputs):
+        if state["done"]:
+            return
+        state["done"] = True
+        x = inputs[0] if inputs else None
+        if isinstance(x, Tensor) and x.dim() == 4 and x.shape[1] != module.in_channels:
+            name = next((n for n, m in model.named_modules() if m is module), "?")
+            raise ValueError(
+                f"images have {x.shape[1]} channel{'s' if x.shape[1] != 1 else ''} but the model's first convolution "
+                f"({name!r}) expects {module.in_channels}; convert the images (e.g. gray -> RGB "
+                "by repeating the channel, RGBA -> RGB by compositing)"
+            )
+
+    handles = [m.register_forward_pre_hook(pre_hook) for m in model.modules()
+               if isinstance(m, nn.Conv2d)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _layer_candidates(model: nn.Module, example: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """``(name, output shape)`` of the modules that may be explained, last to run first.
+
+    Runs ``model(example)`` once with a forward hook on every sub-module. A candidate ran
+    exactly once, returned a 4-d tensor on a grid larger than 1 x 1, and is not a pooling
+    layer, nor a module that passes a pooling layer's output on unchanged (a container that
+    ends in one).
+    """
+    order: list[tuple[str, Tensor, bool]] = []  # completion order; outputs kept alive
+    calls: dict[str, int] = {}
+    pooled: set[int] = set()
+
+    def make(name: str):
+        def hook(module, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(output, Tensor) and output.dim() == 4:
+                is_pool = isinstance(module, _POOLING) or id(output) in pooled
+                if is_pool:
+                    pooled.add(id(output))
+                order.append((name, output, is_pool))
+
+        return hook
+
+    handles = [m.register_forward_hook(make(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for name, output, is_pool in reversed(order):
+        if calls[name] == 1 and not is_pool and output.shape[-2] * output.shape[-1] > 1:
+            out.append((name, tuple(output.shape)))
+    return out
+
+
+def locate_layer(model: nn.Module, example: Tensor, tries: int = 8) -> tuple[str, tuple[int, ...]]:
+    """The layer CAMERAS explains by default: ``(name, output shape on example)``.
+
+    The last module (in the order modules finish during ``model(example)``) with a 4-d
+    ``(B, K, h, w)`` output on a grid larger than 1 x 1 that runs exactly once, is not a
+    pooling layer, and whose output the logits depend on (checked with one backward pass).
+    For torchvision's classifiers this is ``layer4`` (ResNet), ``features`` (DenseNet,
+    MobileNet, ConvNeXt, EfficientNet), ``features.29`` (VGG16: the ReLU after conv5_3, before
+    the last max-pool) and ``Mixed_7c`` (Inception-v3); ``_head_act`` for EfficientNet-Lite.
+    Call with the model in eval mode. Raises :class:`ValueError` if no module qualifies.
+    """
+    candidates = _layer_candidates(model, example)
+    for name, shape in candidates[:tries]:
+        try:
+            with LayerCapture(model, name) as cap:
+                logits = cap.forward(example)
+                cap.gradients(logits, logits.argmax(dim=1))
+        except (RuntimeError, ValueError):
+            continue
+        return name, shape
+    raise ValueError(
+        f"could not find a layer to explain in {type(model).__name__}: no module with a "
+        "4-d (B, K, h, w) output that runs once and feeds the logits; pass layer=... "
+        "(see cameras.hooks.layer_names(model))"
+    )
 
 
 class LayerCapture:

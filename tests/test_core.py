@@ -342,7 +342,8 @@ def test_bad_images(resnet18_f64, bad, exc, match):
         ([1, 2, 3], ValueError, "3 targets for a batch of 2"),
         (-1, ValueError, "out of range"),
         (torch.tensor([0.5, 1.0]), TypeError, "integers"),
-        ("cat", TypeError, "targets"),
+        ("cat", ValueError, "ambiguous"),
+        ([1.5, 2], TypeError, r"ints \(class indices\) or class names"),
         (True, TypeError, "bool"),
     ],
 )

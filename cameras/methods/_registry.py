@@ -263,6 +263,62 @@ def _resolve_layer(spec: MethodSpec, model: nn.Module, layer):
     return chosen
 
 
+def _require_backend(spec: MethodSpec) -> None:
+    """TorchRay-backed methods need the optional ``paper`` extra: say so in one line."""
+    if not spec.source.lower().startswith("torchray"):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("torchray") is None:
+        raise ImportError(
+            f"saliency method {spec.name!r} runs TorchRay, which is not installed: "
+            "pip install 'cameras[paper]' (or pip install torchray==1.0.0.2)"
+        )
+
+
+def _as_model_input(model: nn.Module, images: Tensor) -> Tensor:
+    """``images`` in the model's floating dtype, on its device, as a normal (not inference)
+    tensor; the maps are returned in the caller's dtype and device."""
+    from ..hooks import model_dtype_device
+
+    dtype, device = model_dtype_device(model)
+    if images.is_inference():
+        images = images.clone()
+    return images.to(dtype=dtype or images.dtype, device=device or images.device)
+
+
+def _refuse_reused_layers(model: nn.Module, layer, settings: dict) -> None:
+    """Refuse a layer that runs more than once in one forward pass (for every method).
+
+    A forward pre-hook on the model starts each pass; a forward hook on each layer counts
+    its calls and raises on the second. Both hooks are removed by the :class:`ModelGuard`
+    the caller holds (they are registered inside it).
+    """
+    from ..hooks import layer_name, resolve_layer
+
+    named = list(layer) if isinstance(layer, (tuple, list)) else [layer]
+    named += [settings.get("contrast_layer"), settings.get("classifier_layer")]
+    modules = {id(m): m for m in (resolve_layer(model, n) for n in named if n is not None)}
+    if not modules:
+        return
+    calls: dict[int, int] = {}
+
+    def start(module, inputs):
+        calls.clear()
+
+    def count(module, inputs, output):
+        calls[id(module)] = calls.get(id(module), 0) + 1
+        if calls[id(module)] > 1:
+            raise RuntimeError(
+                f"layer {layer_name(model, module)!r} ran more than once in one forward pass; "
+                "choose a layer that runs exactly once (e.g. a block, not a shared activation)"
+            )
+
+    model.register_forward_pre_hook(start)
+    for m in modules.values():
+        m.register_forward_hook(count)
+
+
 # ----------------------------------------------------------------------------------------
 # the one entry point
 # ----------------------------------------------------------------------------------------
@@ -284,14 +340,17 @@ def saliency(
         Classifier returning logits ``(B, num_classes)``. It is used in eval mode for the call
         and left exactly as it was (hooks, flags, ``requires_grad``, mode) even on error.
     images:
-        ``(B, C, H, W)`` normalised float tensor.
+        ``(B, C, H, W)`` normalised float tensor; another float dtype than the model's is cast
+        to the model's (maps come back in the images' dtype and device).
     targets:
         ``None`` (each image's top-1 at the input resolution; CAMERAS uses its own reference
-        size, see :class:`cameras.Cameras`), an int, or ``B`` ints / a LongTensor.
+        size, see :class:`cameras.Cameras`), an int (also a numpy integer), an ImageNet class
+        name (1000-class models), or ``B`` ints / names / a LongTensor.
     layer:
         Layer name or module for layer-based methods (default: :func:`default_layers`); for
         ``contrastive_excitation_backprop`` a ``(saliency_layer, contrast_layer)`` pair is
-        accepted too. Methods that work on the whole image reject a layer.
+        accepted too. Methods that work on the whole image reject a layer. A layer that runs
+        more than once in one forward pass is refused by every method (``RuntimeError``).
     **settings:
         Method settings (see :func:`method_settings`); unknown ones raise a ``ValueError``.
 
@@ -303,18 +362,22 @@ def saliency(
     s = method_settings(spec.name, **settings)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    images = _check_images(images)
+    _require_backend(spec)
+    given = _check_images(images)
     lay = _resolve_layer(spec, model, layer)
-    with ModelGuard(model) as guard:
+    with torch.inference_mode(False), ModelGuard(model) as guard:
         model.eval()
+        images = _as_model_input(model, given)
         if targets is None and spec.own_top1:
             tgt = None
         else:
             tgt = resolve_targets(model, images, targets)
+        _refuse_reused_layers(model, lay, s)
         with torch.enable_grad(), warnings.catch_warnings():
             for msg in _QUIET:
                 warnings.filterwarnings("ignore", message=msg)
             raw = spec.fn(Call(model, images, tgt, lay, s, guard))
+    images = given
     raw = raw.detach()
     if raw.dim() == 4 and raw.shape[1] == 1:
         raw = raw[:, 0]
