@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -264,8 +265,9 @@ def _resolve_layer(spec: MethodSpec, model: nn.Module, layer):
 
 
 def _require_backend(spec: MethodSpec) -> None:
-    """TorchRay-backed methods need the optional ``paper`` extra: say so in one line."""
-    if not spec.source.lower().startswith("torchray"):
+    """TorchRay-backed methods (``source="torchray <version>"``) need the optional ``paper``
+    extra: say so in one line."""
+    if not re.match(r"torchray \d", spec.source.lower()):
         return
     import importlib.util
 

@@ -41,18 +41,26 @@ import types
 
 import torch
 from torch import Tensor, nn
-from torchray.attribution.common import NullContext
-from torchray.attribution.common import saliency as _tr_saliency
-from torchray.attribution.deconvnet import DeConvNetContext
-from torchray.attribution.excitation_backprop import (
-    EltwiseSum,
-    contrastive_excitation_backprop,
-    excitation_backprop,
-)
-from torchray.attribution.grad_cam import grad_cam
-from torchray.attribution.guided_backprop import GuidedBackpropContext
-from torchray.utils import imsmooth
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+try:  # TorchRay is optional (the `paper` extra); saliency() names the extra when it is missing
+    from torchray.attribution.common import NullContext
+    from torchray.attribution.common import saliency as _tr_saliency
+    from torchray.attribution.deconvnet import DeConvNetContext
+    from torchray.attribution.excitation_backprop import (
+        EltwiseSum,
+        contrastive_excitation_backprop,
+        excitation_backprop,
+    )
+    from torchray.attribution.grad_cam import grad_cam
+    from torchray.attribution.guided_backprop import GuidedBackpropContext
+    from torchray.utils import imsmooth
+except ImportError:  # placeholders, never called (see cameras.methods._registry._require_backend)
+    NullContext = type("NullContext", (), {})
+    DeConvNetContext = type("DeConvNetContext", (), {})
+    GuidedBackpropContext = type("GuidedBackpropContext", (), {})
+    _tr_saliency = EltwiseSum = contrastive_excitation_backprop = excitation_backprop = None
+    grad_cam = imsmooth = None
 
 from ..hooks import resolve_layer
 from ._registry import Call, MethodSpec, register

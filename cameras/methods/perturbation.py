@@ -30,8 +30,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchray.attribution import extremal_perturbation as _ep
-from torchray.attribution.rise import rise as _tr_rise
+
+try:  # TorchRay is optional (the `paper` extra); saliency() names the extra when it is missing
+    from torchray.attribution import extremal_perturbation as _ep
+    from torchray.attribution.rise import rise as _tr_rise
+except ImportError:  # placeholders, never called (see cameras.methods._registry._require_backend)
+    _ep = _tr_rise = None
 
 from ._registry import Call, MethodSpec, register
 
