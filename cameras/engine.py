@@ -59,10 +59,14 @@ __all__ = [
     "MapStore",
     "load_batches",
     "loader_workers",
+    "shifted_sizes",
+    "zoomed_sizes",
 ]
 
-#: Settings every profile of every chapter has (a chapter's ``base`` may override them).
-COMMON: dict[str, Any] = {"seed": 0}
+#: Settings every profile of every chapter has (a chapter's ``base`` may override them):
+#: the random seed, and ``data_root``: where the images are (``None``: the default of the
+#: chapter's data, see :func:`cameras.data.image_items`).
+COMMON: dict[str, Any] = {"seed": 0, "data_root": None}
 PROFILE_NAMES = ("ci", "offline", "paper")
 
 
@@ -294,6 +298,18 @@ class MapStore:
         return a.astype(np.float32) / 255.0
 
 
+def shifted_sizes(sizes: Sequence[int], input_size: int, base: int = 224) -> list[int]:
+    """CAMERAS sizes for a model with native input ``input_size``: ``sizes`` shifted so that
+    the first one, ``base``, becomes ``input_size`` (the same 100 px steps; Lite1: 240 ... 940)."""
+    return [int(v) - int(base) + int(input_size) for v in sizes]
+
+
+def zoomed_sizes(side: int, zoom: Sequence[float]) -> list[int]:
+    """CAMERAS sizes as zoom factors of an input ``side``: ``round(side * z)`` (with the paper's
+    factors s / 224 and a 224 px side, the paper's sizes; on a 448 px grid 448 ... 1848)."""
+    return [int(round(side * float(z))) for z in zoom]
+
+
 def loader_workers(w: int | str) -> int:
     """Data-loader worker processes: ``"auto"`` is 0 on a machine with 2 CPUs or fewer (the
     workers would compete with the model for the cores), else up to 8; an int is used as is."""
@@ -364,6 +380,10 @@ class Context:
                 self.folder / file, key=t.key, columns=t.columns, meta=meta, device=self.device,
                 identity=self.exp.identity_of(self.settings, file))
         return self._writers[file]
+
+    def done(self, file: str, key: Sequence[Any], table: str = "") -> bool:
+        """Whether the row ``key`` is already in ``file``."""
+        return self.writer(file, table).done(key)
 
     @contextlib.contextmanager
     def timer(self) -> Iterator[dict[str, float]]:
@@ -462,6 +482,11 @@ class Experiment:
         """The settings that define the values of the rows of ``file``."""
         return {k: s[k] for k in self.identity if k in s}
 
+    def identity_from_meta(self, meta: Mapping[str, Any], file: str) -> dict[str, Any]:
+        """The identity of a file written before identities were stored, from the ``meta`` of
+        its first session (used once by ``scripts/migrate_results_identity.py``)."""
+        return self.identity_of(meta["settings"], file)
+
     # -- files -----------------------------------------------------------------------------
     def folder(self, s: Mapping[str, Any], results: str | os.PathLike | None = None) -> Path:
         """``<results>/<name>``, or ``<results>/_ci/<name>`` for the ``ci`` profile."""
@@ -483,7 +508,9 @@ class Experiment:
     def units(self, s: Mapping[str, Any]) -> Iterable[Unit]:
         raise NotImplementedError
 
-    def compute(self, ctx: Context, unit: Unit) -> list[dict[str, Any]]:
+    def compute(self, ctx: Context, unit: Unit) -> Iterable[dict[str, Any]]:
+        """The rows of ``unit``: a list, or a generator (rows are written as they come; a unit
+        whose rows are partly done can skip them with ``ctx.done(unit.file, key)``)."""
         raise NotImplementedError
 
     def pending(self, s: Mapping[str, Any], folder: Path, units: Sequence[Unit]) -> list[Unit]:
@@ -516,9 +543,8 @@ class Experiment:
             torch.manual_seed(s.get("seed", 0))
             with Context(self, s, folder, resolve_device(device), progress) as ctx:
                 for unit in tqdm(todo, desc=f"{self.name} ({s['profile']})", disable=not progress):
-                    rows = self.compute(ctx, unit)
                     w = ctx.writer(unit.file, unit.table)
-                    for row in rows:
+                    for row in self.compute(ctx, unit):  # a list, or a generator of rows
                         w.write(row)
         return self.load(s, results)
 

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cameras.datasets import MissingDataError
+from cameras.data import MissingDataError, image_items, imagenet_val_dir, spread_indices
+from cameras.engine import shifted_sizes
 from cameras.experiments import available
 from cameras.experiments import density as D
-from cameras.metrics import insertion_deletion, map_density
+from cameras.metrics import insertion_deletion, map_density, masked_images
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.3, 0.25)
 
@@ -37,7 +38,7 @@ def test_experiment_is_registered_and_profiles_are_complete():
     keys = set(D.PROFILES["offline"])
     for name, prof in D.PROFILES.items():
         assert set(prof) == keys, name
-        D.resolve_settings(name)  # valid as shipped
+        D.settings(name)  # valid as shipped
     assert D.PROFILES["offline"]["cameras_sizes"] == list(range(224, 1000, 100))
     assert D.PROFILES["paper"]["models"] == ["resnet50", "densenet121", "inception_v3"]
 
@@ -58,44 +59,65 @@ def test_experiment_is_registered_and_profiles_are_complete():
 )
 def test_bad_settings_raise(profile, overrides, match):
     with pytest.raises(ValueError, match=match):
-        D.resolve_settings(profile, **overrides)
+        D.settings(profile, **overrides)
 
 
 def test_model_sizes_start_at_the_native_input_and_indices_spread():
-    assert D.model_sizes([224, 324, 924], 224) == [224, 324, 924]
-    assert D.model_sizes(list(range(224, 1000, 100)), 240) == list(range(240, 1000, 100))
-    assert D.model_sizes([224, 924], 260) == [260, 960]
-    assert D.model_sizes([224, 324], 299) == [299, 399]
-    assert D.select_indices(1000, 4) == [0, 333, 666, 999]
-    assert D.select_indices(5, None) == [0, 1, 2, 3, 4]
-    assert D.select_indices(3, 10) == [0, 1, 2]
+    assert shifted_sizes([224, 324, 924], 224) == [224, 324, 924]
+    assert shifted_sizes(list(range(224, 1000, 100)), 240) == list(range(240, 1000, 100))
+    assert shifted_sizes([224, 924], 260) == [260, 960]
+    assert shifted_sizes([224, 324], 299) == [299, 399]
+    assert spread_indices(1000, 4) == [0, 333, 666, 999]
+    assert spread_indices(5, None) == [0, 1, 2, 3, 4]
+    assert spread_indices(3, 10) == [0, 1, 2]
 
 
 # ========================================================================================
 # measurements
 # ========================================================================================
+def _plain_curve(model, x, m, y, mode, counts, sub01):
+    """The insertion/deletion curve of one image, step by step (the reference)."""
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    x01 = x[None] * std + mean
+    order = torch.argsort(m.reshape(-1), descending=True, stable=True)
+    out = []
+    for k in counts:
+        top = torch.zeros(m.numel(), dtype=torch.bool)
+        top[order[:k]] = True
+        top = top.view(1, 1, *m.shape)
+        z = torch.where(top, sub01, x01) if mode == "deletion" else torch.where(top, x01, sub01)
+        with torch.no_grad():
+            out.append(model((z - mean) / std).softmax(1)[0, y])
+    return torch.stack(out)
+
+
 @pytest.mark.parametrize("mode", ["insertion", "deletion"])
 @pytest.mark.parametrize("substrate", [None, "black", "mean", "blur"])
-def test_batched_insertion_deletion_equals_the_metric(mode, substrate):
-    model = _tiny_model()
-    x = torch.randn(3, 3, 12, 10)
-    maps = torch.rand(3, 12, 10)
+def test_batched_insertion_deletion_equals_a_plain_loop(mode, substrate):
+    from cameras.metrics._common import baseline01, stats
+
+    model = _tiny_model().double()
+    x = torch.randn(3, 3, 12, 10, dtype=torch.float64)
+    maps = torch.rand(3, 12, 10, dtype=torch.float64)
     maps[0, :4] = 0.5  # ties: row-major order decides
     maps[1] = 0  # an all-zero map
     y = torch.tensor([1, 2, 3])
-    a, c = insertion_deletion(model, x, maps, y, mode, mean=MEAN, std=STD, n_steps=7, substrate=substrate)
-    b, d = D.insertion_deletion_batched(model, x, maps, y, mode, mean=MEAN, std=STD, n_steps=7,
-                                        substrate=substrate, batch_size=5)
-    torch.testing.assert_close(d, c, atol=1e-6, rtol=0)
-    torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
-    assert d.shape == (3, 8)
+    a, c = insertion_deletion(model, x, maps, y, mode, mean=MEAN, std=STD, n_steps=7,
+                              substrate=substrate, batch_size=5)
+    counts = [round(i * 120 / 7) for i in range(8)]
+    m, s = stats(MEAN, STD, x)
+    for i in range(3):
+        sub = baseline01(substrate or ("blur" if mode == "insertion" else "black"), x[i : i + 1] * s + m, m)
+        torch.testing.assert_close(c[i].double(), _plain_curve(model, x[i], maps[i], y[i], mode, counts, sub),
+                                   atol=1e-6, rtol=0)
+    assert c.shape == (3, 8) and torch.allclose(a, (c.sum(1) - c[:, 0] / 2 - c[:, -1] / 2) / 7)
 
 
 def test_batched_deletion_curve_ends_at_the_substrate():
     model = _tiny_model()
     x = torch.randn(2, 3, 8, 8)
     maps = torch.rand(2, 8, 8)
-    _, c = D.insertion_deletion_batched(model, x, maps, [0, 4], "deletion", mean=MEAN, std=STD, n_steps=4)
+    _, c = insertion_deletion(model, x, maps, [0, 4], "deletion", mean=MEAN, std=STD, n_steps=4)
     m = torch.tensor(MEAN).view(1, 3, 1, 1)
     s = torch.tensor(STD).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -112,7 +134,7 @@ def test_masked_images_are_the_inputs_map_density_scores(baseline):
     maps = torch.rand(3, 9, 11)
     y = torch.tensor([0, 2, 4])
     _, _, det = map_density(model, x, maps, y, mean=MEAN, std=STD, baseline=baseline, return_details=True)
-    keep, drop = D.masked_images(x, maps, mean=MEAN, std=STD, baseline=baseline)
+    keep, drop = masked_images(x, maps, mean=MEAN, std=STD, baseline=baseline)
     m = torch.tensor(MEAN).view(1, 3, 1, 1)
     s = torch.tensor(STD).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -122,7 +144,7 @@ def test_masked_images_are_the_inputs_map_density_scores(baseline):
     torch.testing.assert_close(pd_, det["p_minus"])
     # where the map is 1 the kept image is the image; where it is 0, the baseline
     ones = torch.ones(1, 9, 11)
-    k1, d1 = D.masked_images(x[:1], ones, mean=MEAN, std=STD, baseline=baseline)
+    k1, d1 = masked_images(x[:1], ones, mean=MEAN, std=STD, baseline=baseline)
     torch.testing.assert_close(k1, x[:1] * s + m)
     fill = torch.zeros_like(d1) if baseline == "black" else m.expand_as(d1)
     torch.testing.assert_close(d1, fill)
@@ -134,20 +156,20 @@ def test_masked_images_are_the_inputs_map_density_scores(baseline):
 def test_imagenet_val_layout_and_missing_data(tmp_path, monkeypatch):
     monkeypatch.delenv("CAMERAS_DATA_ROOT", raising=False)
     with pytest.raises(MissingDataError, match="CAMERAS_DATA_ROOT"):
-        D.imagenet_val_dir()
+        imagenet_val_dir()
     with pytest.raises(MissingDataError, match="ImageNet val not found"):
-        D.imagenet_val_dir(tmp_path)
+        imagenet_val_dir(tmp_path)
     val = tmp_path / "imagenet" / "val"
     for wnid, n in (("n01440764", 2), ("n01443537", 1)):
         (val / wnid).mkdir(parents=True)
         for i in range(n):
             Image.new("RGB", (40, 30), (i * 50, 80, 120)).save(val / wnid / f"ILSVRC2012_val_{wnid[-3:]}{i}.JPEG")
     (val / "README.txt").write_text("not a class folder")
-    items = D.image_items("imagenet_val", tmp_path)
+    items = image_items("imagenet_val", tmp_path)
     assert [it.label for it in items] == [0, 0, 1]
     assert items[0].name == "ILSVRC2012_val_7640"
     monkeypatch.setenv("CAMERAS_DATA_ROOT", str(tmp_path))
-    assert D.imagenet_val_dir() == val
+    assert imagenet_val_dir() == val
 
 
 def test_paper_profile_fails_before_computing(tmp_path, monkeypatch):
@@ -166,7 +188,7 @@ SMALL = dict(n_images=2, methods=["gradcam", "cameras"], cameras_sizes=[224, 256
 
 def test_run_writes_rows_resumes_and_recovers(tmp_path, monkeypatch):
     df = D.run("ci", results=tmp_path, device="cpu", progress=False, **SMALL)
-    path = tmp_path / "density" / "imagenet_sample_efficientnet_lite0.csv"
+    path = tmp_path / "_ci" / "density" / "imagenet_sample_efficientnet_lite0.csv"
     assert path.is_file() and path.with_name(path.stem + ".meta.json").is_file()
     assert list(df.columns) == list(D.COLUMNS)
     assert len(df) == 2 * 2 * 2  # images x methods x baselines
@@ -188,9 +210,9 @@ def test_run_writes_rows_resumes_and_recovers(tmp_path, monkeypatch):
     calls = []
     real = D._evaluate
 
-    def counting(lm, x, *args, **kwargs):
+    def counting(ctx, lm, x, *args, **kwargs):
         calls.append(x.shape[0])
-        return real(lm, x, *args, **kwargs)
+        return real(ctx, lm, x, *args, **kwargs)
 
     monkeypatch.setattr(D, "_evaluate", counting)
     before = path.read_bytes(), path.with_name(path.stem + ".meta.json").read_bytes()
@@ -258,3 +280,21 @@ def test_paper_table_is_absent_or_well_formed():
     else:  # pragma: no cover - only once the paper's numbers are filled in
         assert D.PAPER_TABLE2["source"]
         assert t.notna().all().all()
+
+
+def test_changed_settings_on_complete_results_are_an_error_not_old_rows(tmp_path):
+    from cameras.runs import SettingsMismatch
+
+    small = dict(n_images=1, methods=["gradcam"], insdel_steps=2, workers=0)
+    D.run("ci", results=tmp_path, device="cpu", progress=False, **small)
+    with pytest.raises(SettingsMismatch) as err:
+        D.run("ci", results=tmp_path, device="cpu", progress=False,
+              **{**small, "cameras_sizes": [224], "insdel_steps": 16})
+    assert "cameras_sizes=[224, 324, 424], insdel_steps=2" in str(err.value)
+    assert "cameras_sizes=[224], insdel_steps=16" in str(err.value)
+    with pytest.raises(SettingsMismatch):  # reading is checked too
+        D.load_results("ci", results=tmp_path, insdel_steps=16, **{k: v for k, v in small.items()
+                                                                   if k != "insdel_steps"})
+    # more images with the same settings extend the file
+    assert len(D.run("ci", results=tmp_path, device="cpu", progress=False,
+                     **{**small, "n_images": 2})) == 2 * 2

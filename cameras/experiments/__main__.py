@@ -1,4 +1,9 @@
-"""``python -m cameras.experiments NAME --profile offline --device cuda [--results DIR] [--set k=v ...]``."""
+"""``python -m cameras.experiments NAME [--profile P] [--device D] [--results DIR] [--set k=v ...]``
+
+Runs (or resumes) one chapter's experiment headless, e.g. on a GPU machine. Every row is
+written as it is computed; after Ctrl-C (exit status 130) or a crash the same command
+continues where it stopped. A bad option or setting is one line on stderr (exit status 2).
+"""
 
 from __future__ import annotations
 
@@ -16,24 +21,42 @@ def _value(text: str):
         return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cameras.experiments", description=__doc__)
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
+    p = argparse.ArgumentParser(prog="python -m cameras.experiments", description=__doc__.splitlines()[0])
     p.add_argument("name", choices=available())
     p.add_argument("--profile", default="offline", help="ci | offline | paper")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
     p.add_argument("--results", default=None, help="results folder (default: $CAMERAS_RESULTS or results/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a profile setting (JSON value), e.g. --set n_images=50")
+                   help="override a profile setting (a JSON value), e.g. --set n_images=50")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     overrides = {}
     for item in args.set:
         if "=" not in item:
             p.error(f"--set needs KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        overrides[k] = _value(v)
-    mod = load(args.name)
-    df = mod.run(args.profile, results=args.results, device=args.device, **overrides)
-    print(df.tail(10).to_string() if hasattr(df, "tail") else df)
+        overrides[k.strip()] = _value(v)
+    return args, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = _parse(argv)
+    try:
+        out = load(args.name).run(args.profile, results=args.results, device=args.device,
+                                  progress=not args.quiet, **overrides)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the rows written so far are kept; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    frames = out.items() if isinstance(out, dict) else [(args.name, out)]
+    for name, df in frames:
+        print(f"{name}: {len(df)} rows")
+        if hasattr(df, "tail") and len(df):
+            print(df.tail(5).to_string(max_colwidth=40))
     return 0
 
 

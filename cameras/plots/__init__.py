@@ -21,6 +21,7 @@ Labels come from the registries: :func:`method_label` (``cameras.methods``),
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
     "MIN_PANEL_PX",
     "MAX_COLS",
     "Panel",
+    "page_figure",
     "map_grid",
     "overlay_grid",
     "chart",
@@ -58,6 +60,32 @@ MIN_PANEL_PX = 150
 #: panels per line in a map grid (with room for row labels and a colorbar)
 MAX_COLS = int((PAGE_PX - 90) // MIN_PANEL_PX)
 FONT = {"title": 10, "label": 9, "small": 8}
+
+
+@functools.lru_cache(maxsize=1)
+def _page_figure_class():
+    from matplotlib.figure import Figure
+
+    class PageFigure(Figure):
+        """A :class:`~matplotlib.figure.Figure` whose panel titles, axis labels and tick labels
+        are drawn at the page's font sizes (:data:`FONT`), whatever set them."""
+
+        def draw(self, renderer):
+            for ax in self.axes:
+                ax.title.set_fontsize(min(ax.title.get_fontsize(), FONT["title"]))
+                ax.xaxis.label.set_fontsize(FONT["label"])
+                ax.yaxis.label.set_fontsize(FONT["label"])
+                ax.tick_params(labelsize=FONT["small"])
+            return super().draw(renderer)
+
+    return PageFigure
+
+
+def page_figure(**kwargs):
+    """A page figure (see :func:`chart` / :func:`map_grid`); ``kwargs`` go to ``Figure``."""
+    kwargs.setdefault("dpi", DPI)
+    kwargs.setdefault("layout", "constrained")
+    return _page_figure_class()(**kwargs)
 
 
 def method_label(name: str, short: bool = False) -> str:
@@ -135,7 +163,6 @@ def map_grid(
     :data:`MIN_PANEL_PX`).
     """
     from matplotlib import cm, colors
-    from matplotlib.figure import Figure
 
     if not rows or not any(rows):
         raise ValueError("map_grid needs at least one panel")
@@ -151,7 +178,7 @@ def map_grid(
     px = panel_px or min(260, (PAGE_PX - label_px - bar_px) // cols)
     w_in = (label_px + bar_px + cols * px) / DPI
     h_in = (len(lines) * (px + 34) + (30 if title else 0)) / DPI
-    fig = Figure(figsize=(w_in, h_in), dpi=DPI, layout="constrained")
+    fig = page_figure(figsize=(w_in, h_in))
     axes = fig.subplots(len(lines), cols, squeeze=False)
     first_line = {}
     for k, (r, panels) in enumerate(lines):
@@ -210,11 +237,10 @@ def overlay_grid(
 def chart(n: int = 1, ncols: int | None = None, height_px: int = 260, sharey: bool = False,
           width_px: int = PAGE_PX):
     """A page-wide figure of ``n`` chart panels (``ncols`` per line): ``(fig, axes list)``."""
-    from matplotlib.figure import Figure
 
     ncols = ncols or min(n, 3)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(width_px / DPI, nrows * height_px / DPI), dpi=DPI, layout="constrained")
+    fig = page_figure(figsize=(width_px / DPI, nrows * height_px / DPI))
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey).ravel()
     for ax in axes[n:]:
         ax.set_axis_off()
