@@ -42,7 +42,7 @@ export JUPYTER_PLATFORM_DIRS ?= 1
 
 PIP_FLAGS := --progress-bar off
 
-.PHONY: help setup kernel mathjax execute book html check-offline test lint pytest nbval \
+.PHONY: help setup kernel mathjax execute book html check-offline check-html screenshots test lint pytest nbval \
         print-chapters clean clean-book distclean FORCE
 
 help:
@@ -52,6 +52,8 @@ help:
 	@echo "make execute                          only run papermill on the chapters"
 	@echo "make html                             only run jupyter-book on what is already executed"
 	@echo "make check-offline                    check the built HTML loads nothing from a CDN"
+	@echo "make check-html                       check the built HTML: no absolute paths, no NaN, captioned figures"
+	@echo "make screenshots                      screenshots of every page (1400 and 400 px) in _build/screenshots"
 	@echo "make print-chapters                   list the chapters _toc.yml names"
 	@echo "make clean | clean-book | distclean   remove _build | _build + executed chapters | also .venv, MathJax"
 
@@ -109,6 +111,7 @@ $(EXECUTED)/%.ipynb: notebooks/%.ipynb $(EXECUTED)/.profile $(PACKAGE_SRC) $(STA
 	@start=$$(date +%s); \
 	if CAMERAS_PROFILE=$(PROFILE) $(BIN)/papermill $< $(EXECUTED)/$*.partial.ipynb \
 	      -k cameras --cwd notebooks -p PROFILE $(PROFILE); then \
+	    $(BIN)/python book/scripts/tag_cells.py $(EXECUTED)/$*.partial.ipynb; \
 	    mv $(EXECUTED)/$*.partial.ipynb $@; \
 	    echo "== $* executed in $$(( $$(date +%s) - start )) s"; \
 	else \
@@ -131,6 +134,16 @@ book: setup $(MATHJAX) $(EXECUTED_NBS)
 
 check-offline:
 	$(BIN)/python book/scripts/check_offline.py $(HTML)
+
+# What a reader sees: no absolute paths, no NaN in tables, every figure captioned.
+check-html:
+	$(BIN)/python book/scripts/check_html.py $(HTML)
+
+# Screenshots of every page at 1400 px and 400 px into _build/screenshots/ for review
+# (needs Debian's chromium: apt-get install chromium).
+screenshots:
+	rm -rf $(BUILDDIR)/screenshots
+	$(BIN)/python book/scripts/screenshots.py $(HTML) $(BUILDDIR)/screenshots --widths 1400 400
 
 print-chapters:
 	@echo $(CHAPTERS)
