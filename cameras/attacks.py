@@ -30,7 +30,6 @@ What is implemented here
   (the paper's value).
 * :func:`compare_attacks` -- runs both on the same images and returns paired per-image rows
   and a summary (see its docstring for the exact, fair protocol).
-* :func:`run_attack_comparison` -- a resumable runner that writes result rows as it goes.
 
 Why pixel space
 ---------------
@@ -58,7 +57,7 @@ and the batch composition does not change the attack.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +78,6 @@ __all__ = [
     "focused_pgd_attack",
     "compare_attacks",
     "summarize_comparison",
-    "run_attack_comparison",
 ]
 
 #: beta of Eq. 4 in the paper.
@@ -320,51 +318,56 @@ def pgd_attack(
         p    <- p - alpha * sign(d loss / d p)
         p    <- clamp(p, -eps, eps);   p <- clamp(x + p, 0, 1) - x
 
-    With ``penalty_norm="rms"`` the norm is divided by ``sqrt(n)``, ``n = C*H*W`` (a
-    root-mean-square per entry). With ``step="l2"`` the update is
-    ``p <- p - alpha * sqrt(n) * g / ||g||_2`` (``g`` the gradient of the image's loss): a
-    step of the same l2 length as a sign step, along the gradient instead of its sign.
+    (Madry et al. 2018; the penalty is the paper's Eq. 4.) ``penalty_norm="rms"`` divides the
+    norm by ``sqrt(n)``, ``n = C*H*W``; ``step="l2"`` steps by ``alpha * sqrt(n) * g / ||g||_2``
+    (the l2 length of a sign step, along the gradient ``g``). See the module docstring.
 
-    (Madry et al. 2018; the penalty is the paper's Eq. 4). For ``target="untargeted"`` the
-    loss is ``-CE(f(x + p), labels)`` (``labels`` default: the clean prediction) and success
-    means the prediction left ``labels``; ``confidence`` is then not used for success.
-
-    Parameters
-    ----------
-    model:
-        Classifier on *normalised* inputs (eval mode) or a ``LoadedModel``.
-    images:
-        ``(B, C, H, W)`` in pixel space [0, 1].
-    normalize, mean, std:
-        The model's input normalisation (see :func:`as_pixel_model`).
-    target:
-        ``"least_likely"`` (default, the paper's choice: lowest clean logit), explicit target
-        labels ``(B,)``, or ``"untargeted"``.
-    eps, alpha, max_iter:
-        l_inf budget and step size in pixel units, and the maximum number of update steps.
-    confidence:
-        Success threshold on the target's softmax probability (paper: 0.9999).
-    saliency, beta:
-        ``Psi`` as ``(B, H, W)`` in [0, 1] (resized to the image if needed) and the penalty
-        weight. ``beta = 0`` (or no map) is plain PGD.
-    random_start, seed:
-        Madry et al.'s uniform random start in the eps-ball, drawn from a CPU generator seeded
-        with ``seed`` (identical on every device). Off by default: starting at the clean
-        image keeps plain/focused comparisons paired and deterministic.
-    stop_early:
-        Freeze each image as soon as it succeeds (the paper's stopping rule). With ``False``
-        every image takes ``max_iter`` steps.
-    penalty_norm, step:
-        The documented variants (see the module docstring): ``"l2"`` / ``"sign"`` are Eq. 4
-        as written with sign steps (the default); ``"rms"`` / ``"l2"`` are our readings.
+    ``model``: a classifier on *normalised* inputs (eval mode) or a ``LoadedModel``, with its
+    normalisation given by ``normalize`` or ``mean``/``std`` (:func:`as_pixel_model`);
+    ``images``: ``(B, C, H, W)`` in [0, 1]. ``target``: ``"least_likely"`` (the paper's choice,
+    lowest clean logit), labels ``(B,)``, or ``"untargeted"`` (loss ``-CE(f(x + p), labels)``,
+    ``labels`` default: the clean prediction; success = the prediction left ``labels``, and
+    ``confidence`` is not used). ``eps``, ``alpha``: l_inf budget and step in pixel units;
+    ``max_iter``: update steps at most; ``confidence``: success threshold on the target's
+    probability (paper: 0.9999). ``saliency``: ``Psi`` ``(B, H, W)`` in [0, 1] (resized to the
+    image), ``beta``: its weight (0 or no map: plain PGD). ``random_start``: Madry et al.'s
+    uniform start in the eps-ball from a CPU generator seeded with ``seed`` (off by default, so
+    plain/focused comparisons stay paired and deterministic). ``stop_early``: freeze each image
+    as soon as it succeeds (the paper's rule; ``False``: every image takes ``max_iter`` steps).
     """
     pixel_model, base, _ = as_pixel_model(model, normalize, mean, std)
-    device = _device_of(base)
-    x = _check_images(images).to(device)
-    B = x.shape[0]
-    for name, val in (("eps", eps), ("alpha", alpha)):
-        if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
-            raise ValueError(f"{name} must be a positive number, got {val!r}")
+    x = _check_images(images).to(_device_of(base))
+    _check_pgd(eps, alpha, max_iter, confidence, beta, saliency, penalty_norm, step)
+    psi = _check_saliency(saliency, x) if saliency is not None else None
+    with torch.no_grad():
+        clean_logits = pixel_model(x)
+    clean_pred = clean_logits.argmax(1)
+    tgt, untargeted = _pgd_target(target, labels, clean_logits)
+    opt = _Options(float(eps), float(alpha), float(confidence), float(beta), penalty_norm, step,
+                   bool(stop_early), untargeted)
+    state = _start(x, clean_pred, eps, random_start, seed)
+    desc = "PGD" if psi is None else "focused PGD"
+    _pgd_loop(pixel_model, x, tgt, psi, state, opt, max_iter, desc if progress else None)
+    settings = {
+        "target": target if isinstance(target, str) else "given", "eps": float(eps),
+        "alpha": float(alpha), "max_iter": int(max_iter), "confidence": float(confidence),
+        "beta": float(beta) if psi is not None else 0.0, "random_start": bool(random_start),
+        "seed": int(seed), "stop_early": bool(stop_early),
+        "penalty_norm": penalty_norm if psi is not None and beta > 0 else "none", "step": step,
+    }
+    return _result(x, state, tgt, clean_pred, settings)
+
+
+def _positive(name: str, val: Any) -> None:
+    if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
+        raise ValueError(f"{name} must be a positive number, got {val!r}")
+
+
+def _check_pgd(eps: Any, alpha: Any, max_iter: Any, confidence: float, beta: Any,
+               saliency: Tensor | None, penalty_norm: str, step: str) -> None:
+    """One clear ``ValueError`` for a bad option of :func:`pgd_attack`."""
+    _positive("eps", eps)
+    _positive("alpha", alpha)
     if not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}")
     if not (0.0 < confidence <= 1.0):
@@ -377,112 +380,131 @@ def pgd_attack(
         raise ValueError(f"penalty_norm must be one of {PENALTY_NORMS}, got {penalty_norm!r}")
     if step not in STEPS:
         raise ValueError(f"step must be one of {STEPS}, got {step!r}")
-    psi = _check_saliency(saliency, x) if saliency is not None else None
 
-    with torch.no_grad():
-        clean_logits = pixel_model(x)
-    num_classes = clean_logits.shape[1]
-    clean_pred = clean_logits.argmax(1)
-    untargeted = isinstance(target, str) and target == "untargeted"
-    if isinstance(target, str):
-        if target == "least_likely":
-            tgt = clean_logits.argmin(1)
-        elif untargeted:
-            tgt = clean_pred if labels is None else _labels(labels, B, num_classes, "labels").to(device)
-        else:
-            raise ValueError(f"target must be 'least_likely', 'untargeted' or labels, got {target!r}")
-    else:
-        tgt = _labels(target, B, num_classes, "target").to(device)
 
+def _pgd_target(target: Any, labels: Any, clean_logits: Tensor) -> tuple[Tensor, bool]:
+    """The label per image the attack aims at (or away from), and whether it is untargeted."""
+    B, num_classes = clean_logits.shape
+    device = clean_logits.device
+    if not isinstance(target, str):
+        return _labels(target, B, num_classes, "target").to(device), False
+    if target == "least_likely":
+        return clean_logits.argmin(1), False
+    if target == "untargeted":
+        if labels is None:
+            return clean_logits.argmax(1), True
+        return _labels(labels, B, num_classes, "labels").to(device), True
+    raise ValueError(f"target must be 'least_likely', 'untargeted' or labels, got {target!r}")
+
+
+@dataclass(frozen=True)
+class _Options:
+    eps: float
+    alpha: float
+    confidence: float
+    beta: float
+    penalty_norm: str
+    step: str
+    stop_early: bool
+    untargeted: bool
+
+
+@dataclass
+class _State:
+    """Per image: the perturbation, the last prediction and target probability, success,
+    whether it still moves and the update steps it received."""
+
+    delta: Tensor
+    pred: Tensor
+    conf: Tensor
+    success: Tensor
+    active: Tensor
+    iters: Tensor
+
+
+def _start(x: Tensor, clean_pred: Tensor, eps: float, random_start: bool, seed: int) -> _State:
+    B, device = x.shape[0], x.device
     if random_start:
         gen = torch.Generator().manual_seed(int(seed))
         delta = ((torch.rand(x.shape, generator=gen, dtype=x.dtype) * 2 - 1) * eps).to(device)
         delta = (x + delta).clamp(0, 1) - x
     else:
         delta = torch.zeros_like(x)
+    return _State(delta=delta, pred=clean_pred.clone(),
+                  conf=torch.zeros(B, dtype=x.dtype, device=device),
+                  success=torch.zeros(B, dtype=torch.bool, device=device),
+                  active=torch.ones(B, dtype=torch.bool, device=device),
+                  iters=torch.zeros(B, dtype=torch.long, device=device))
 
-    active = torch.ones(B, dtype=torch.bool, device=device)
-    iters = torch.zeros(B, dtype=torch.long, device=device)
-    pred = clean_pred.clone()
-    conf = torch.zeros(B, dtype=x.dtype, device=device)
-    success = torch.zeros(B, dtype=torch.bool, device=device)
 
-    steps = range(max_iter + 1)
+def _pgd_loop(pixel_model: nn.Module, x: Tensor, tgt: Tensor, psi: Tensor | None, state: _State,
+              opt: _Options, max_iter: int, progress: str | None) -> None:
+    """The PGD iterations: evaluate every active image, then step those that have not
+    succeeded (all of them without ``stop_early``); ``state`` is updated in place."""
+    steps: Any = range(max_iter + 1)
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="PGD" if psi is None else "focused PGD", leave=False)
+        steps = tqdm(steps, desc=progress, leave=False)
     for it in steps:
-        idx = active.nonzero().flatten()
+        idx = state.active.nonzero().flatten()
         if idx.numel() == 0:
             break
-        d = delta[idx].clone().requires_grad_(True)
+        d = state.delta[idx].clone().requires_grad_(True)
         logits = pixel_model(x[idx] + d)
-        with torch.no_grad():
-            prob = logits.softmax(1)
-            p_t = prob.gather(1, tgt[idx].view(-1, 1)).squeeze(1)
-            top = logits.argmax(1)
-            if untargeted:
-                ok = top != tgt[idx]
-            else:
-                ok = (top == tgt[idx]) & (p_t >= confidence)
-            pred[idx], conf[idx], success[idx] = top, p_t, ok
-        last = it == max_iter
-        move = ~ok if stop_early else torch.ones_like(ok)
-        if stop_early:
-            active[idx[ok]] = False
-        if last or not move.any():
+        ok = _record(state, idx, logits, tgt[idx], opt)
+        move = ~ok if opt.stop_early else torch.ones_like(ok)
+        if opt.stop_early:
+            state.active[idx[ok]] = False
+        if it == max_iter or not move.any():
             continue
-        ce = F.cross_entropy(logits, tgt[idx], reduction="none")
-        loss = (-ce if untargeted else ce).sum()
-        n_entries = d[0].numel()
-        if psi is not None:
-            masked = d * (1 - psi[idx])
-            pen = masked.flatten(1).pow(2).sum(1).add(1e-12).sqrt()
-            if penalty_norm == "rms":
-                pen = pen / math.sqrt(n_entries)
-            loss = loss + beta * pen.sum()
-        (g,) = torch.autograd.grad(loss, d)
-        with torch.no_grad():
-            if step == "sign":
-                upd = g.sign()
-            else:  # same l2 length as a sign step, along the gradient
-                gn = g.flatten(1).norm(dim=1).clamp_min(1e-20).view(-1, *([1] * (g.dim() - 1)))
-                upd = g / gn * math.sqrt(n_entries)
-            d_new = (d - alpha * upd).clamp(-eps, eps)
-            d_new = (x[idx] + d_new).clamp(0, 1) - x[idx]
-            sel = idx[move]
-            delta[sel] = d_new[move]
-            iters[sel] += 1
+        d_new = _step(logits, d, x[idx], tgt[idx], None if psi is None else psi[idx], opt)
+        sel = idx[move]
+        state.delta[sel] = d_new[move]
+        state.iters[sel] += 1
 
-    delta = delta.detach()
-    adv = (x + delta).clamp(0, 1)
+
+@torch.no_grad()
+def _record(state: _State, idx: Tensor, logits: Tensor, t: Tensor, opt: _Options) -> Tensor:
+    """Store prediction, target probability and success of the images ``idx``; return success."""
+    p_t = logits.softmax(1).gather(1, t.view(-1, 1)).squeeze(1)
+    top = logits.argmax(1)
+    ok = top != t if opt.untargeted else (top == t) & (p_t >= opt.confidence)
+    state.pred[idx], state.conf[idx], state.success[idx] = top, p_t, ok
+    return ok
+
+
+def _step(logits: Tensor, d: Tensor, x: Tensor, t: Tensor, psi: Tensor | None, opt: _Options) -> Tensor:
+    """One update of the perturbations ``d`` (projected onto the budget and valid images)."""
+    ce = F.cross_entropy(logits, t, reduction="none")
+    loss = (-ce if opt.untargeted else ce).sum()
+    n_entries = d[0].numel()
+    if psi is not None:
+        pen = (d * (1 - psi)).flatten(1).pow(2).sum(1).add(1e-12).sqrt()
+        if opt.penalty_norm == "rms":
+            pen = pen / math.sqrt(n_entries)
+        loss = loss + opt.beta * pen.sum()
+    (g,) = torch.autograd.grad(loss, d)
+    with torch.no_grad():
+        if opt.step == "sign":
+            upd = g.sign()
+        else:  # same l2 length as a sign step, along the gradient
+            gn = g.flatten(1).norm(dim=1).clamp_min(1e-20).view(-1, *([1] * (g.dim() - 1)))
+            upd = g / gn * math.sqrt(n_entries)
+        d_new = (d - opt.alpha * upd).clamp(-opt.eps, opt.eps)
+        return (x + d_new).clamp(0, 1) - x
+
+
+def _result(x: Tensor, state: _State, tgt: Tensor, clean_pred: Tensor, settings: dict) -> AttackResult:
+    adv = (x + state.delta.detach()).clamp(0, 1)
     delta = adv - x
     flat = delta.flatten(1)
     return AttackResult(
-        adv=adv,
-        delta=delta.cpu(),
-        target=tgt.cpu(),
-        clean_prediction=clean_pred.cpu(),
-        prediction=pred.cpu(),
-        confidence=conf.cpu(),
-        success=success.cpu(),
+        adv=adv, delta=delta.cpu(), target=tgt.cpu(), clean_prediction=clean_pred.cpu(),
+        prediction=state.pred.cpu(), confidence=state.conf.cpu(), success=state.success.cpu(),
         l2=flat.norm(dim=1).cpu(),
-        linf=flat.abs().amax(dim=1).cpu() if flat.shape[1] else torch.zeros(B),
-        iterations=iters.cpu(),
-        settings={
-            "target": target if isinstance(target, str) else "given",
-            "eps": float(eps),
-            "alpha": float(alpha),
-            "max_iter": int(max_iter),
-            "confidence": float(confidence),
-            "beta": float(beta) if psi is not None else 0.0,
-            "random_start": bool(random_start),
-            "seed": int(seed),
-            "stop_early": bool(stop_early),
-            "penalty_norm": penalty_norm if psi is not None and beta > 0 else "none",
-            "step": step,
-        },
+        linf=flat.abs().amax(dim=1).cpu() if flat.shape[1] else torch.zeros(x.shape[0]),
+        iterations=state.iters.cpu(), settings=settings,
     )
 
 
@@ -687,72 +709,3 @@ def compare_attacks(
         rows.append(row)
     df = pd.DataFrame(rows)
     return Comparison(rows=df, summary=summarize_comparison(df), plain=plain, focused=focused)
-
-
-# --------------------------------------------------------------------------------------
-# Resumable runner
-# --------------------------------------------------------------------------------------
-def _batches(items: Iterable[tuple[Any, Tensor]], size: int):
-    batch: list[tuple[Any, Tensor]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def run_attack_comparison(
-    model: Any,
-    items: Iterable[tuple[Any, Tensor]],
-    path: str,
-    *,
-    batch_size: int = 8,
-    total: int | None = None,
-    meta: Mapping[str, Any] | None = None,
-    progress: bool = True,
-    **compare_kwargs: Any,
-) -> Any:
-    """Run :func:`compare_attacks` over ``items`` and append the rows to a CSV, resumably.
-
-    ``items`` yields ``(image_id, image01)`` with ``image01`` a ``(C, H, W)`` tensor in [0, 1]
-    (all of one size). Images whose ``image_id`` is already in the CSV at ``path`` are
-    skipped, so an interrupted run continues where it stopped. Rows are written batch by
-    batch through :class:`cameras.runs.ResultsWriter` (key ``("image",)``; the attack
-    settings go into its ``meta``). Returns the summary (:func:`summarize_comparison`) of
-    all rows in the file.
-    """
-    import pandas as pd
-
-    from .runs import ResultsWriter, read_results
-
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    defaults = {"beta": PAPER_BETA, "eps": 16 / 255, "alpha": 1 / 255, "max_iter": 300,
-                "confidence": PAPER_CONFIDENCE, "random_start": False, "seed": 0,
-                "penalty_norm": "l2", "step": "sign"}
-    settings = {k: compare_kwargs.get(k, v) for k, v in defaults.items()}
-    with ResultsWriter(path, key=("image",), meta={"attack": settings} | dict(meta or {})) as writer:
-        todo = ((str(i), img) for i, img in items if not writer.done((str(i),)))
-        it = _batches(todo, batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            n = None if total is None else math.ceil(max(0, total - len(writer)) / batch_size)
-            it = tqdm(it, desc="attack comparison (batches)", total=n)
-        for batch in it:
-            ids = [i for i, _ in batch]
-            x = torch.stack([img for _, img in batch])
-            cmp = compare_attacks(model, x, image_ids=ids, **compare_kwargs)
-            for row in cmp.rows.to_dict("records"):
-                writer.write(row)
-    if not _nonempty(path):
-        return summarize_comparison(pd.DataFrame())
-    return summarize_comparison(read_results(path))
-
-
-def _nonempty(path: str) -> bool:
-    import os
-
-    return os.path.exists(path) and os.path.getsize(path) > 0

@@ -203,36 +203,6 @@ def test_focused_attack_computes_cameras_map_itself():
     assert r.linf.max() <= EPS + 1e-6
 
 
-def test_runner_writes_rows_and_resumes(tmp_path):
-    from cameras.attacks import run_attack_comparison
-    from cameras.runs import read_results
-
-    model, x = small_cnn(), images(3)
-    kw = KW | dict(max_iter=20, eps=32 / 255, beta=50.0, saliency=None, layer="conv2",
-                   cameras_kwargs=dict(sizes=(32,)), progress=False)
-    kw.pop("saliency")
-    path = tmp_path / "attack.csv"
-    items = [(f"img{i}", x[i]) for i in range(3)]
-    s1 = run_attack_comparison(model, items[:2], str(path), batch_size=2, **kw)
-    assert s1["n_images"] == 2
-    calls = []
-
-    def counting(it):
-        for i, img in it:
-            calls.append(i)
-            yield i, img
-
-    s2 = run_attack_comparison(model, counting(items), str(path), batch_size=2, **kw)
-    df = read_results(path)
-    assert sorted(df["image"]) == ["img0", "img1", "img2"]  # no duplicates, one new row
-    assert s2["n_images"] == 3
-    # resumed rows equal a fresh run of the same image
-    again = compare_attacks(model, x[2:3], image_ids=["img2"],
-                            **{k: v for k, v in kw.items() if k != "progress"})
-    row = df[df["image"] == "img2"].iloc[0]
-    assert row["plain_l2"] == pytest.approx(again.rows["plain_l2"][0], rel=1e-5)
-
-
 def test_rms_penalty_equals_literal_penalty_with_rescaled_beta():
     """penalty_norm="rms" is the literal Eq. 4 penalty divided by sqrt(C*H*W)."""
     model, x = small_cnn(), images(3)
