@@ -27,9 +27,11 @@ Everything is seeded; loops over depths / images show tqdm progress bars.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,7 +54,14 @@ __all__ = [
     "class_sensitivity",
 ]
 
-from .methods._callables import check_images, compute_maps, device_of, ids_or_range, map_functions
+from .methods._callables import (
+    check_images,
+    compute_maps,
+    device_of,
+    eval_mode,
+    ids_or_range,
+    map_functions,
+)
 from .metrics.class_sensitivity import class_sensitivity
 from .metrics.similarity import (
     METRICS,
@@ -196,10 +205,10 @@ def cascading_randomization(
       same seeds, so the values at a depth are those of the full cascade.
     * ``maps_out``: a dict that receives the maps of the first ``maps_images`` images,
       ``maps_out[method][depth] = (n, H, W)`` CPU tensor (for figures such as Fig. 1).
-    * ``workers``: compute the similarity metrics (numpy/scipy/scikit-image, CPU) in that
-      many worker processes (spawned); the values do not depend on it.
+    * ``workers``: compute the similarity metrics (CPU) in that many spawned worker
+      processes; the values do not depend on it.
 
-    Returns a DataFrame with columns ``method, image, depth, block, metric, value``.
+    Returns a DataFrame ``method, image, depth, block, metric, value``.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -208,6 +217,40 @@ def cascading_randomization(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     images = check_images(images)
     fns = map_functions(methods, model, layer, settings)
+    order, evaluate = _cascade_plan(model, metrics, blocks, max_depth, depths, workers, maps_out)
+    ids = ids_or_range(image_ids, images.shape[0])
+    x = images.to(device_of(model))
+    with eval_mode(model):
+        t = _fixed_targets(model, x, targets)
+        reference = {n: compute_maps(f, model, x, t, batch_size, n) for n, f in fns.items()}
+    work = copy.deepcopy(model).eval()
+    rows: list[dict[str, Any]] = []
+    with _similarity_measure(workers, metrics) as measure:
+        for depth in tqdm(range(max(evaluate) + 1), desc="randomisation depth", disable=not progress):
+            if depth > 0:
+                block, own = _get_block(work, order[depth - 1])
+                randomize_block(block, seed + depth - 1, own_only=own)
+            if depth not in evaluate:
+                continue
+            name = "none" if depth == 0 else order[depth - 1]
+            for mname, fn in fns.items():
+                maps = compute_maps(fn, work, x, t, batch_size, mname)
+                if maps_out is not None:
+                    maps_out.setdefault(mname, {})[depth] = maps[:maps_images].clone()
+                for i, vals in enumerate(measure(reference[mname], maps)):
+                    rows += [dict(method=mname, image=ids[i], depth=depth, block=name, metric=metric, value=v)
+                             for metric, v in zip(metrics, vals, strict=True)]
+    return pd.DataFrame(rows, columns=["method", "image", "depth", "block", "metric", "value"])
+
+
+def _cascade_plan(model: nn.Module, metrics: Sequence[str], blocks: Sequence[str] | None,
+                  max_depth: int | None, depths: Sequence[int] | None, workers: Any,
+                  maps_out: Any) -> tuple[list[str], set[int]]:
+    """The blocks to randomise, in order, and the depths to evaluate (all options checked)."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if maps_out is not None and not isinstance(maps_out, dict):
+        raise TypeError(f"maps_out must be a dict (filled with the maps), got {type(maps_out).__name__}")
     bad = [m for m in metrics if m not in METRICS]
     if bad:
         raise ValueError(f"unknown metric(s) {bad}; choose from {list(METRICS)}")
@@ -219,79 +262,52 @@ def cascading_randomization(
     for b in order:
         _get_block(model, b)  # validate names against the original
     if depths is None:
-        evaluate = set(range(len(order) + 1))
-    else:
-        evaluate = set()
-        for d in depths:
-            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= int(d) <= len(order):
-                raise ValueError(f"depths must be ints in 0..{len(order)} (the number of blocks), got {d!r}")
-            evaluate.add(int(d))
-        if not evaluate:
-            raise ValueError("depths is empty: give at least one depth to evaluate")
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
-    if maps_out is not None and not isinstance(maps_out, dict):
-        raise TypeError(f"maps_out must be a dict (filled with the maps), got {type(maps_out).__name__}")
-    ids = ids_or_range(image_ids, images.shape[0])
-    device = device_of(model)
-    x = images.to(device)
-    was_training = model.training
-    model.eval()
-    try:
+        return order, set(range(len(order) + 1))
+    evaluate = set()
+    for d in depths:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= int(d) <= len(order):
+            raise ValueError(f"depths must be ints in 0..{len(order)} (the number of blocks), got {d!r}")
+        evaluate.add(int(d))
+    if not evaluate:
+        raise ValueError("depths is empty: give at least one depth to evaluate")
+    return order, evaluate
+
+
+def _fixed_targets(model: nn.Module, x: Tensor, targets: Any) -> Tensor:
+    """``targets`` as a tensor on ``x``'s device; ``None``: the model's top-1 classes."""
+    with torch.no_grad():
         if targets is None:
-            with torch.no_grad():
-                t = model(x).argmax(1)
-        else:
-            from .core import as_targets
+            return model(x).argmax(1)
+        nc = model(x[:1]).shape[1]
+    from .core import as_targets
 
-            with torch.no_grad():
-                nc = model(x[:1]).shape[1]
-            t = as_targets(targets, x.shape[0], nc, device=device)
-        reference = {n: compute_maps(f, model, x, t, batch_size, n) for n, f in fns.items()}
-    finally:
-        model.train(was_training)
+    return as_targets(targets, x.shape[0], nc, device=x.device)
 
-    work = copy.deepcopy(model).eval()
-    rows: list[dict[str, Any]] = []
-    last = max(evaluate)
-    pool = None
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
-        # spawn: safe with CUDA (or other threads) in the parent
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+@contextlib.contextmanager
+def _similarity_measure(workers: int, metrics: Sequence[str]) -> Iterator[Callable[[Tensor, Tensor], list]]:
+    """``measure(reference maps, maps)``: per image the ``metrics`` values, computed in
+    ``workers`` spawned processes (safe with CUDA in the parent) when ``workers > 1``."""
+    def pairs(ref: Tensor, maps: Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(ref[i].numpy(), maps[i].numpy()) for i in range(len(ref))]
+
+    if workers <= 1:
+        yield lambda ref, maps: [similarity_values(a, b, metrics) for a, b in pairs(ref, maps)]
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def measure(ref: Tensor, maps: Tensor) -> list:
+        p = pairs(ref, maps)
+        return list(pool.map(similarity_values, *zip(*p, strict=True), [tuple(metrics)] * len(p),
+                             chunksize=max(1, len(p) // (4 * workers))))
 
     try:
-        bar = tqdm(range(last + 1), desc="randomisation depth", disable=not progress)
-        for depth in bar:
-            if depth > 0:
-                block, own = _get_block(work, order[depth - 1])
-                randomize_block(block, seed + depth - 1, own_only=own)
-            if depth not in evaluate:
-                continue
-            name = "none" if depth == 0 else order[depth - 1]
-            for mname, fn in fns.items():
-                maps = compute_maps(fn, work, x, t, batch_size, mname)
-                if maps_out is not None:
-                    maps_out.setdefault(mname, {})[depth] = maps[:maps_images].clone()
-                ref = reference[mname]
-                pairs = [(ref[i].numpy(), maps[i].numpy()) for i in range(len(ids))]
-                if pool is not None:
-                    chunk = max(1, len(pairs) // (4 * workers))
-                    values = list(pool.map(similarity_values, *zip(*pairs, strict=True),
-                                           [tuple(metrics)] * len(pairs), chunksize=chunk))
-                else:
-                    values = [similarity_values(a, b, metrics) for a, b in pairs]
-                for i, vals in enumerate(values):
-                    for metric, v in zip(metrics, vals, strict=True):
-                        rows.append(
-                            dict(method=mname, image=ids[i], depth=depth, block=name, metric=metric, value=v)
-                        )
+        yield measure
     finally:
-        if pool is not None:
-            pool.shutdown()
-    return pd.DataFrame(rows, columns=["method", "image", "depth", "block", "metric", "value"])
+        pool.shutdown()
 
 
 # ======================================================================================
@@ -352,17 +368,15 @@ def adversarial_sanity(
        map are broken in a seeded random order.
     5. ``drop = p_y(clean) - p_y(clean + mask ⊙ p)`` (softmax probability of ``y``).
 
-    A method whose maps mark what the model uses gives ``top > random > bottom``.
-
-    Returns a DataFrame with columns ``method, image, label, k, selection, clean_conf, conf,
-    drop, full_drop, flipped`` (``full_drop``: the drop with the whole perturbation;
-    ``flipped``: the top-1 class changed; for ``random`` the mean over draws and the fraction
-    of flipped draws).
+    A method whose maps mark what the model uses gives ``top > random > bottom``. Returns a
+    DataFrame ``method, image, label, k, selection, clean_conf, conf, drop, full_drop, flipped``
+    (``full_drop``: the drop with the whole perturbation; ``flipped``: the top-1 class changed;
+    for ``random`` the mean over draws and the fraction of flipped draws).
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .attacks import as_pixel_model, pgd_attack
+    from .attacks import as_pixel_model
 
     pixel_model, base, norm = as_pixel_model(model, normalize, mean, std)
     if not isinstance(model, nn.Module) and layer is None:
@@ -380,68 +394,92 @@ def adversarial_sanity(
     if not fns and not given:
         raise ValueError("give methods and/or precomputed maps")
     ids = ids_or_range(image_ids, images.shape[0])
-    device = device_of(base)
-    B, _, H, W = images.shape
+    B = images.shape[0]
     bs = batch_size or B
     gen = torch.Generator().manual_seed(int(seed))
-
-    names = list(fns) + [n for n in given if n not in fns]
     rows: list[dict[str, Any]] = []
-    chunks = tqdm(range(0, B, bs), desc="adversarial sanity (batches)", disable=not progress)
-    for start in chunks:
-        x = images[start : start + bs].to(device).clamp(0, 1)
-        b = x.shape[0]
+    for start in tqdm(range(0, B, bs), desc="adversarial sanity (batches)", disable=not progress):
+        x = images[start : start + bs].to(device_of(base)).clamp(0, 1)
+        probe = _Probe.attack(pixel_model, base, norm, x, eps, alpha, steps)
+        names = list(fns) + [n for n in given if n not in fns]
+        method_maps = {n: _map_of(n, fns, given, base, norm, probe, start, B) for n in names}
+        rows += _adversarial_rows(probe, method_maps, ks, n_random, gen, ids[start : start + bs])
+    cols = ["method", "image", "label", "k", "selection", "clean_conf", "conf", "drop", "full_drop", "flipped"]
+    return pd.DataFrame(rows)[cols] if rows else pd.DataFrame(columns=cols)
+
+
+@dataclass
+class _Probe:
+    """One batch of the adversarial check: the clean images ``x``, their class ``y`` and its
+    clean confidence, and the untargeted PGD perturbation ``delta`` of each image."""
+
+    pixel_model: nn.Module
+    x: Tensor
+    y: Tensor
+    clean_conf: Tensor
+    delta: Tensor
+
+    @classmethod
+    def attack(cls, pixel_model: nn.Module, base: nn.Module, norm: Callable[[Tensor], Tensor],
+               x: Tensor, eps: float, alpha: float, steps: int) -> _Probe:
+        from .attacks import pgd_attack
+
         with torch.no_grad():
             logits = pixel_model(x)
         y = logits.argmax(1)
         clean_conf = logits.softmax(1).gather(1, y[:, None]).squeeze(1)
         atk = pgd_attack(base, x, normalize=norm, target="untargeted", labels=y, eps=eps,
                          alpha=alpha, max_iter=steps, stop_early=False)
-        delta = atk.delta.to(device)
+        return cls(pixel_model, x, y, clean_conf, atk.delta.to(x.device))
 
-        def conf_with(mask: Tensor, x=x, delta=delta, y=y) -> tuple[Tensor, Tensor]:
-            """Confidence of ``y`` (and whether top-1 left ``y``) with ``mask ⊙ delta`` applied."""
-            with torch.no_grad():
-                out = pixel_model((x + delta * mask.to(device)[:, None]).clamp(0, 1))
-            return out.softmax(1).gather(1, y[:, None]).squeeze(1).cpu(), (out.argmax(1) != y).cpu()
+    def conf_with(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Confidence of ``y`` (and whether top-1 left ``y``) with ``mask ⊙ delta`` applied."""
+        with torch.no_grad():
+            out = self.pixel_model((self.x + self.delta * mask.to(self.x.device)[:, None]).clamp(0, 1))
+        return out.softmax(1).gather(1, self.y[:, None]).squeeze(1).cpu(), (out.argmax(1) != self.y).cpu()
 
-        full_conf, _ = conf_with(torch.ones(b, H, W))
-        method_maps: dict[str, Tensor] = {}
-        for n in names:
-            if n in given:
-                m = torch.as_tensor(given[n])[start : start + bs].float()
-                if m.dim() != 3 or m.shape[0] != b:
-                    raise ValueError(f"maps[{n!r}] must have shape (B, H, W) with B={B}")
-            else:
-                m = compute_maps(fns[n], base, norm(x), y, None, n)
-            if m.shape[-2:] != (H, W):
-                m = F.interpolate(m[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
-            method_maps[n] = m.cpu()
-        ranks = {n: [_rank_pixels(mm[i], gen) for i in range(b)] for n, mm in method_maps.items()}
-        for k in ks:
-            npx = max(1, int(round(k / 100 * H * W)))
-            rand_conf = torch.zeros(b)
-            rand_flip = torch.zeros(b)
-            for _ in range(n_random):
-                mask = torch.stack([_mask_from(torch.randperm(H * W, generator=gen), npx, (H, W)) for _ in range(b)])
-                c, f = conf_with(mask)
-                rand_conf += c / n_random
-                rand_flip += f.float() / n_random
-            for n in names:
-                top = torch.stack([_mask_from(r, npx, (H, W)) for r in ranks[n]])
-                bot = torch.stack([_mask_from(r.flip(0), npx, (H, W)) for r in ranks[n]])
-                ct, ft = conf_with(top)
-                cb, fb = conf_with(bot)
-                for i in range(b):
-                    base_row = dict(method=n, image=ids[start + i], label=int(y[i]), k=k,
-                                    clean_conf=float(clean_conf[i]),
-                                    full_drop=float(clean_conf[i] - full_conf[i]))
-                    for sel, c, f in (("top", ct[i], ft[i]), ("random", rand_conf[i], rand_flip[i]),
-                                      ("bottom", cb[i], fb[i])):
-                        rows.append(base_row | dict(selection=sel, conf=float(c),
-                                                    drop=float(clean_conf[i]) - float(c), flipped=float(f)))
-    cols = ["method", "image", "label", "k", "selection", "clean_conf", "conf", "drop", "full_drop", "flipped"]
-    return pd.DataFrame(rows)[cols] if rows else pd.DataFrame(columns=cols)
+
+def _map_of(name: str, fns: Mapping[str, Any], given: Mapping[str, Any], base: nn.Module,
+            norm: Callable[[Tensor], Tensor], probe: _Probe, start: int, B: int) -> Tensor:
+    """The map of method ``name`` for the probe's images and classes, at the image size (CPU)."""
+    b, (H, W) = probe.x.shape[0], probe.x.shape[-2:]
+    if name in given:
+        m = torch.as_tensor(given[name])[start : start + b].float()
+        if m.dim() != 3 or m.shape[0] != b:
+            raise ValueError(f"maps[{name!r}] must have shape (B, H, W) with B={B}")
+    else:
+        m = compute_maps(fns[name], base, norm(probe.x), probe.y, None, name)
+    if m.shape[-2:] != (H, W):
+        m = F.interpolate(m[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+    return m.cpu()
+
+
+def _adversarial_rows(probe: _Probe, method_maps: Mapping[str, Tensor], ks: Sequence[float],
+                      n_random: int, gen: torch.Generator, ids: Sequence[Any]) -> list[dict[str, Any]]:
+    """The rows of one batch: per method, k and selection (top / random / bottom pixels)."""
+    b, (H, W) = probe.x.shape[0], probe.x.shape[-2:]
+    full_conf, _ = probe.conf_with(torch.ones(b, H, W))
+    ranks = {n: [_rank_pixels(mm[i], gen) for i in range(b)] for n, mm in method_maps.items()}
+    rows: list[dict[str, Any]] = []
+    for k in ks:
+        npx = max(1, int(round(k / 100 * H * W)))
+        rand_conf, rand_flip = torch.zeros(b), torch.zeros(b)
+        for _ in range(n_random):
+            mask = torch.stack([_mask_from(torch.randperm(H * W, generator=gen), npx, (H, W)) for _ in range(b)])
+            c, f = probe.conf_with(mask)
+            rand_conf += c / n_random
+            rand_flip += f.float() / n_random
+        for n in method_maps:
+            ct, ft = probe.conf_with(torch.stack([_mask_from(r, npx, (H, W)) for r in ranks[n]]))
+            cb, fb = probe.conf_with(torch.stack([_mask_from(r.flip(0), npx, (H, W)) for r in ranks[n]]))
+            for i in range(b):
+                c0 = float(probe.clean_conf[i])
+                base_row = dict(method=n, image=ids[i], label=int(probe.y[i]), k=k, clean_conf=c0,
+                                full_drop=float(probe.clean_conf[i] - full_conf[i]))
+                for sel, c, f in (("top", ct[i], ft[i]), ("random", rand_conf[i], rand_flip[i]),
+                                  ("bottom", cb[i], fb[i])):
+                    rows.append(base_row | dict(selection=sel, conf=float(c), drop=c0 - float(c), flipped=float(f)))
+    return rows
 
 
 def summarize_adversarial(df: Any) -> Any:

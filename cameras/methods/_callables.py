@@ -7,7 +7,8 @@ chunks and checks what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from ._registry import info, saliency
 
-__all__ = ["MapFn", "map_functions", "compute_maps", "device_of", "check_images", "ids_or_range"]
+__all__ = ["MapFn", "map_functions", "compute_maps", "device_of", "eval_mode", "check_images", "ids_or_range"]
 
 MapFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
@@ -105,6 +106,17 @@ def device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the ``with`` block; its train/eval mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def check_images(images: Tensor, name: str = "images") -> Tensor:
