@@ -1,0 +1,498 @@
+r"""Chapter 9: input-agnostic saliency (Akhtar & Jalwana, AAAI 2023), as we read it.
+
+Four parts, each a table of results files under ``<results>/agnostic/`` (``results/_ci/agnostic``
+for the ``ci`` profile):
+
+* **maps and fidelity** (``fidelity_<model>.csv``, one unit per model): the input-agnostic map
+  :math:`\rho_t` of every class :math:`t` of ``classes`` (:func:`cameras.agnostic.InputAgnostic`,
+  settings ``agnostic``), then its *fidelity*: :math:`\rho_t` is added (at the projection's
+  norm bound) to ``n_noise`` fresh samples of the map's distribution and to ``n_real`` images of
+  the ImageNet sample (not of class :math:`t`), and we count how often the top-1 becomes
+  :math:`t` (targeting rate) and the mean probability of :math:`t`. Controls, same images:
+  no map (``none``), a Gaussian-direction map on the same :math:`\ell_p` sphere (``random``),
+  the map's own values shuffled (``shuffled``: same histogram, so same every norm) and the map
+  of the next class of the list (``other``). The maps are stored (8-bit, as
+  :func:`~cameras.agnostic.visualize` shows them) for the figures.
+* **CAMERAS** (``cameras_<model>.csv``): the CAMERAS map of the sample's image of each class
+  (the sample has one image per class, so the class average is that image's map), for the
+  input-specific vs input-agnostic figure; sizes from the model's native input in 100 px
+  steps (``cameras_sizes`` of them).
+* **sanity** (``sanity.csv``): cascading randomisation (Adebayo et al. 2018) of
+  ``sanity_model`` from the logits down (:func:`cameras.sanity.cascade_blocks`), the maps of
+  ``sanity_classes`` recomputed at ``sanity_depths`` and compared with the intact model's:
+  Spearman correlation of the magnitude maps, SSIM, and the maps' fidelity on noise.
+* **backdoor** (``backdoor.csv``, one unit per trial): a small CNN on scikit-learn's digits
+  (:mod:`cameras.backdoor`), trained clean and with a BadNets trigger (pattern, size, corner
+  and attacked class drawn per trial from the trial's seed); the input-agnostic map of every
+  class of both models, for each distribution of ``backdoor_distributions``; per class the
+  share of the map's mass in the trigger region, the peak ``window x window`` share and its
+  anomaly index over the classes. A model is *flagged* when its largest anomaly index exceeds
+  ``anomaly_threshold``; a detection is a flag of the attacked class on the poisoned model.
+
+The ``paper`` profile also runs ``imagenet_backdoor_trials`` fine-tunings of
+EfficientNet-Lite0 on the ImageNet sample with a trigger
+(:func:`cameras.backdoor.finetune_backdoor`, ``backdoor_imagenet.csv``): meant for a GPU, not
+run on the CPU profiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import agnostic as A
+from .. import backdoor as BD
+from ..engine import Check, Context, Experiment, Table, Unit
+
+__all__ = ["AgnosticExperiment", "EXPERIMENT", "PROFILES", "CONTROLS", "CLASSES", "run", "load",
+           "settings", "trial_plan", "fidelity_table", "detection_table", "summary_rates"]
+
+#: a dozen ImageNet classes a reader recognises (index: torchvision name)
+CLASSES = [1, 11, 130, 207, 281, 323, 340, 417, 779, 947, 954, 980]
+#: the maps each fidelity row adds: none, the class's map, its controls
+CONTROLS = ("none", "map", "random", "shuffled", "other")
+
+_MAP_KEYS = tuple(A.AgnosticConfig.names())
+
+
+def _agnostic(v: Any, key: str) -> dict:
+    d = Check.mapping(v, key)
+    unknown = sorted(set(d) - set(_MAP_KEYS))
+    if unknown:
+        raise ValueError(f"{key}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(_MAP_KEYS)}")
+    return A.AgnosticConfig(**d).as_dict()
+
+
+def _classes(v: Any, key: str) -> list[int]:
+    from ..data import find_class
+
+    return [find_class(c) for c in Check.listof(Check.any)(v, key)]
+
+
+def _size(v: Any, key: str) -> int | None:
+    return None if v is None else Check.int(v, key, low=16)
+
+
+class AgnosticExperiment(Experiment):
+    name = "agnostic"
+    base = {
+        "models": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+        "classes": CLASSES,
+        "image_size": None,  # None: each model's native input size
+        "agnostic": {"n_samples": 8, "n_steps": 8, "step_size": 0.02, "norm": "inf", "radius": 0.25,
+                     "refine_steps": 20, "refine_step_size": 0.25},
+        "batch_size": 16,
+        "n_real": 40,
+        "n_noise": 40,
+        "eval_seed": 1,
+        "cameras_sizes": 4,
+        "sanity_model": "efficientnet_lite0",
+        "sanity_classes": [281, 954],
+        "sanity_depths": [0, 1, 3, 8, 21],
+        "backdoor_trials": 20,
+        "backdoor_size": 16,
+        "backdoor_epochs": 15,
+        "backdoor_fraction": 0.1,
+        "backdoor_patterns": ["square", "checker", "cross"],
+        "backdoor_trigger_sizes": [3, 4],
+        "backdoor_distributions": ["lowres", "uniform"],
+        "backdoor_agnostic": {"n_samples": 32, "n_steps": 20, "step_size": 0.02, "norm": "2", "radius": 1.0,
+                              "refine_steps": 20, "refine_step_size": 0.25, "lowres_factor": 4},
+        "window": 4,
+        "anomaly_threshold": 2.0,
+        "imagenet_backdoor_trials": 0,
+        "imagenet_backdoor": {"fraction": 0.1, "epochs": 5, "lr": 1e-3, "trigger_size": 24,
+                              "classes": 10},
+    }
+    profiles = {
+        "ci": {
+            "models": ["efficientnet_lite0"], "classes": [1, 281], "image_size": 64,
+            "agnostic": {"n_samples": 2, "n_steps": 2, "step_size": 0.02, "norm": "inf", "radius": 0.25,
+                         "refine_steps": 2, "refine_step_size": 0.25},
+            "batch_size": 8, "n_real": 4, "n_noise": 4, "cameras_sizes": 2,
+            "sanity_classes": [281], "sanity_depths": [0, 1],
+            "backdoor_trials": 1, "backdoor_epochs": 2, "backdoor_distributions": ["lowres"],
+            "backdoor_agnostic": {"n_samples": 4, "n_steps": 3, "step_size": 0.05, "norm": "2", "radius": 1.0,
+                                  "refine_steps": 3, "refine_step_size": 0.25, "lowres_factor": 4},
+        },
+        "offline": {},
+        "paper": {
+            "agnostic": {"n_samples": 64, "n_steps": 20, "step_size": 0.02, "norm": "inf", "radius": 0.25,
+                         "refine_steps": 200, "refine_step_size": 0.1},
+            "n_real": 999, "n_noise": 500, "cameras_sizes": 7, "backdoor_trials": 100,
+            "sanity_depths": [0, 1, 2, 3, 5, 8, 12, 16, 21], "imagenet_backdoor_trials": 5,
+        },
+    }
+    schema = {
+        "models": Check.listof(Check.model),
+        "classes": _classes,
+        "image_size": _size,
+        "agnostic": _agnostic,
+        "batch_size": Check.positive,
+        "n_real": Check.positive,
+        "n_noise": Check.positive,
+        "eval_seed": Check.natural,
+        "seed": Check.natural,
+        "cameras_sizes": Check.natural,
+        "sanity_model": Check.model,
+        "sanity_classes": _classes,
+        "sanity_depths": Check.listof(Check.natural),
+        "backdoor_trials": Check.natural,
+        "backdoor_size": Check.size,
+        "backdoor_epochs": Check.positive,
+        "backdoor_fraction": Check.fraction,
+        "backdoor_patterns": Check.listof(Check.choice(*BD.PATTERNS)),
+        "backdoor_trigger_sizes": Check.listof(Check.positive),
+        "backdoor_distributions": Check.listof(Check.choice(*A.DISTRIBUTIONS)),
+        "backdoor_agnostic": _agnostic,
+        "window": Check.positive,
+        "anomaly_threshold": Check.number,
+        "imagenet_backdoor_trials": Check.natural,
+        "imagenet_backdoor": Check.mapping,
+    }
+    tables = {
+        "fidelity": Table(("model", "target", "control", "data"),
+                          ("model", "target", "control", "data", "map_class", "n", "rate", "p_target",
+                           "p_refined", "norm_value", "map_seconds")),
+        "cameras": Table(("model", "target"), ("model", "target", "image", "top1", "p_label", "seconds")),
+        "sanity": Table(("model", "target", "depth"),
+                        ("model", "target", "depth", "block", "spearman", "ssim", "rate_noise", "p_noise",
+                         "seconds")),
+        "backdoor": Table(("trial", "kind", "distribution", "class"),
+                          ("trial", "kind", "distribution", "class", "seed", "target", "pattern", "trigger_size",
+                           "row", "col", "clean_accuracy", "attack_success", "trigger_mass", "peak_window",
+                           "peak_row", "peak_col", "anomaly", "flagged", "train_seconds", "map_seconds"),
+                          strings=("kind", "distribution", "pattern")),
+        "imagenet_backdoor": Table(("trial", "class"),
+                                   ("trial", "class", "target", "clean_accuracy", "attack_success",
+                                    "trigger_mass", "peak_window", "anomaly", "flagged", "seconds")),
+    }
+    merged = ()
+
+    def validate(self, s: dict[str, Any]) -> None:
+        if s["backdoor_size"] % 4:
+            raise ValueError(f"backdoor_size must be divisible by 4, got {s['backdoor_size']}")
+        if max(s["backdoor_trigger_sizes"]) > s["backdoor_size"] // 2:
+            raise ValueError("backdoor_trigger_sizes must fit in a quarter of the image")
+        if len(s["classes"]) < 2:
+            raise ValueError("classes needs at least two classes (the 'other' control)")
+
+    # -- identity and units ----------------------------------------------------------------
+    def identity_of(self, s: Mapping[str, Any], file: str) -> dict[str, Any]:
+        keys = {
+            "fidelity": ("agnostic", "image_size", "classes", "n_real", "n_noise", "eval_seed", "seed"),
+            "cameras": ("image_size", "cameras_sizes"),
+            "sanity": ("agnostic", "image_size", "n_noise", "eval_seed", "seed"),
+            "backdoor_imagenet": ("agnostic", "imagenet_backdoor", "window", "anomaly_threshold", "seed"),
+            "backdoor": ("backdoor_size", "backdoor_epochs", "backdoor_fraction", "backdoor_patterns",
+                         "backdoor_trigger_sizes", "backdoor_agnostic", "window", "anomaly_threshold", "seed"),
+        }
+        kind = next(k for k in keys if file.startswith(k))
+        return {k: s[k] for k in keys[kind]}
+
+    def units(self, s: Mapping[str, Any]) -> Iterable[Unit]:
+        classes = s["classes"]
+        for m in s["models"]:
+            yield Unit(f"fidelity_{m}.csv", [(m, t, c, d) for t in classes for c in CONTROLS for d in ("noise", "real")],
+                       model=m, table="fidelity")
+        if s["cameras_sizes"]:
+            for m in s["models"]:
+                yield Unit(f"cameras_{m}.csv", [(m, t) for t in classes], model=m, table="cameras")
+        if s["sanity_depths"]:
+            m = s["sanity_model"]
+            yield Unit("sanity.csv", [(m, t, d) for t in s["sanity_classes"] for d in s["sanity_depths"]],
+                       model=m, table="sanity")
+        for i in range(s["backdoor_trials"]):
+            yield Unit("backdoor.csv", [(i, k, d, c) for k in ("clean", "poisoned") for d in s["backdoor_distributions"]
+                                        for c in range(10)], table="backdoor", data=i)
+        for i in range(s["imagenet_backdoor_trials"]):
+            n = s["imagenet_backdoor"].get("classes", 10)
+            yield Unit("backdoor_imagenet.csv", [(i, j) for j in range(n)], model="efficientnet_lite0",
+                       table="imagenet_backdoor", data=i)
+
+    def meta(self, ctx: Context, file: str) -> dict[str, Any]:
+        return {"method": A.CITATION, "reading": "cameras.agnostic (our reading of the abstract)"}
+
+    def compute(self, ctx: Context, unit: Unit) -> list[dict[str, Any]]:
+        return {"fidelity": _fidelity, "cameras": _cameras, "sanity": _sanity, "backdoor": _backdoor,
+                "imagenet_backdoor": _imagenet_backdoor}[unit.table](ctx, unit)
+
+    def load(self, s: Mapping[str, Any], results=None) -> Results:
+        units = list(self.units(s))
+        return Results({t: self.rows(s, results, units, table=t) for t in self.tables})
+
+
+class Results(dict):
+    """The tables of a run, ``{table: DataFrame}``; :meth:`tail` summarises them (for the CLI)."""
+
+    def tail(self, n: int = 10):
+        import pandas as pd
+
+        return pd.DataFrame([{"table": k, "rows": len(v)} for k, v in self.items()]).tail(n)
+
+
+# ========================================================================================
+# the units
+# ========================================================================================
+def _shape(s: Mapping[str, Any], lm) -> tuple[int, int, int]:
+    size = s["image_size"] or lm.input_size
+    return (3, size, size)
+
+
+def real_images(s: Mapping[str, Any], lm, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n_real`` images of the ImageNet sample spread over the classes, cropped as the
+    model's preprocessing does at ``size`` px, in pixel space [0, 1]; and their labels."""
+    from ..data import image_items
+
+    items = image_items("imagenet_sample", n=s["n_real"])
+    x = torch.stack([lm.preprocess(it.path, size=size) for it in items])
+    m = torch.tensor(lm.mean).view(1, -1, 1, 1)
+    sd = torch.tensor(lm.std).view(1, -1, 1, 1)
+    return (x * sd + m).clamp(0, 1), torch.tensor([it.label for it in items])
+
+
+def noise_images(s: Mapping[str, Any], shape: Sequence[int], n: int | None = None) -> torch.Tensor:
+    """``n_noise`` fresh samples of the maps' distribution (a stream of their own)."""
+    c = A.AgnosticConfig(**s["agnostic"])
+    return A.sample(c.distribution, (n or s["n_noise"], *shape), A._generator(s["eval_seed"], 0xF1DE),
+                    c.gaussian_std, c.lowres_factor)
+
+
+def _controls(maps: torch.Tensor, i: int, classes: list[int], c: A.AgnosticConfig, eval_seed: int):
+    """``[(control, map, map_class)]`` for the ``i``-th class (``none`` is scored apart)."""
+    t, j = classes[i], (i + 1) % len(classes)
+    shape = tuple(maps.shape[1:])
+    return [("map", maps[i], t), ("random", A.random_map(shape, c.norm, c.radius, seed=eval_seed * 1000 + t), -1),
+            ("shuffled", A.shuffled_map(maps[i], seed=eval_seed * 1000 + t), t), ("other", maps[j], classes[j])]
+
+
+def _fidelity(ctx: Context, unit: Unit) -> list[dict[str, Any]]:
+    s, lm = ctx.settings, ctx.model(unit.model)
+    shape, classes = _shape(s, lm), list(s["classes"])
+    c = A.AgnosticConfig(**s["agnostic"])
+    ia = A.InputAgnostic(lm.model, lm.mean, lm.std, c, batch_size=s["batch_size"], progress=ctx.progress)
+    with ctx.timer() as tm:
+        maps = ia(classes, shape, seed=s["seed"]).cpu()
+    hist = ia.history.get("refine", ia.history["nudge"])[-1]
+    ctx.maps.write((unit.model, "agnostic"), {str(t): ctx.maps.quantise(A.visualize(maps[i]))
+                                              for i, t in enumerate(classes)})
+    real, labels = real_images(s, lm, shape[1])
+    data = {"noise": (noise_images(s, shape), torch.full((s["n_noise"],), -1)), "real": (real, labels)}
+    clean = {d: _probabilities(lm, x, s["batch_size"]) for d, (x, _) in data.items()}
+    rows = []
+    for i, t in enumerate(classes):
+        ctrl = _controls(maps, i, classes, c, s["eval_seed"])
+        for d, (x, lab) in data.items():
+            keep = lab != t
+            hit, prob = A.target_scores(lm.model, x[keep], torch.stack([m for _, m, _ in ctrl]), [t] * len(ctrl),
+                                        lm.mean, lm.std, batch_size=s["batch_size"] * 2)
+            p0 = clean[d][keep]
+            scored = [("none", p0.argmax(1) == t, p0[:, t], torch.zeros(shape), -1)]
+            scored += [(name, hit[k], prob[k], m, mc) for k, (name, m, mc) in enumerate(ctrl)]
+            for name, h, p, m, mc in scored:
+                rows.append({"model": unit.model, "target": t, "control": name, "data": d, "map_class": mc,
+                             "n": int(keep.sum()), "rate": float(h.float().mean()), "p_target": float(p.mean()),
+                             "p_refined": float(hist[i]), "norm_value": float(A.norm_of(m[None], c.norm)[0]),
+                             "map_seconds": tm["seconds"] / len(classes)})
+    return rows
+
+
+@torch.no_grad()
+def _probabilities(lm, x01: torch.Tensor, batch_size: int) -> torch.Tensor:
+    m = torch.tensor(lm.mean, device=lm.device).view(1, -1, 1, 1)
+    sd = torch.tensor(lm.std, device=lm.device).view(1, -1, 1, 1)
+    return torch.cat([lm.model((x01[i:i + batch_size].to(lm.device) - m) / sd).float().softmax(1).cpu()
+                      for i in range(0, len(x01), batch_size)])
+
+
+def cameras_sizes(s: Mapping[str, Any], size: int) -> list[int]:
+    """The CAMERAS sizes of a model: its input ``size`` and then 100 px steps."""
+    return [size + 100 * i for i in range(s["cameras_sizes"])]
+
+
+def _cameras(ctx: Context, unit: Unit) -> list[dict[str, Any]]:
+    from ..core import Cameras
+    from ..data import image_items
+
+    s, lm = ctx.settings, ctx.model(unit.model)
+    size = _shape(s, lm)[1]
+    cam = Cameras(lm.model, layer=lm.layer, sizes=cameras_sizes(s, size), progress=False)
+    rows, maps = [], {}
+    for it in image_items("imagenet_sample", classes=list(s["classes"])):
+        x = lm.preprocess(it.path, size=size)[None].to(lm.device)
+        with ctx.timer() as tm:
+            m = cam(x, [it.label])
+        p = _probabilities(lm, (x.cpu() * torch.tensor(lm.std).view(1, -1, 1, 1)
+                                + torch.tensor(lm.mean).view(1, -1, 1, 1)), 1)[0]
+        maps[str(it.label)] = ctx.maps.quantise(m[0])
+        rows.append({"model": unit.model, "target": it.label, "image": it.name, "top1": int(p.argmax()),
+                     "p_label": float(p[it.label]), "seconds": tm["seconds"]})
+    ctx.maps.write((unit.model, "cameras"), maps)
+    return rows
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman rank correlation and SSIM of two magnitude maps in [0, 1]."""
+    from scipy.stats import spearmanr
+    from skimage.metrics import structural_similarity
+
+    if a.std() == 0 or b.std() == 0:
+        rho = 0.0
+    else:
+        rho = float(spearmanr(a.ravel(), b.ravel()).statistic)
+    return rho, float(structural_similarity(a, b, data_range=1.0))
+
+
+def _sanity(ctx: Context, unit: Unit) -> list[dict[str, Any]]:
+    from ..sanity import _get_block, cascade_blocks, randomize_block
+
+    s, lm = ctx.settings, ctx.model(unit.model)
+    shape, classes = _shape(s, lm), list(s["sanity_classes"])
+    c = A.AgnosticConfig(**s["agnostic"])
+    work = copy.deepcopy(lm.model).eval()
+    blocks = cascade_blocks(work)
+    depths = sorted(set(s["sanity_depths"]))
+    if depths[-1] > len(blocks):
+        raise ValueError(f"sanity_depths go up to {len(blocks)} (the blocks of {unit.model}), got {depths[-1]}")
+    noise = noise_images(s, shape)
+    rows, ref, store = [], None, {}
+    for depth in range(depths[-1] + 1):
+        if depth > 0:
+            block, own = _get_block(work, blocks[depth - 1])
+            randomize_block(block, s["seed"] + depth - 1, own_only=own)
+        if depth not in depths:
+            continue
+        ia = A.InputAgnostic(work, lm.mean, lm.std, c, batch_size=s["batch_size"], progress=ctx.progress)
+        with ctx.timer() as tm:
+            maps = ia(classes, shape, seed=s["seed"]).cpu()
+        mags = A.magnitude(maps)
+        ref = mags if ref is None else ref
+        hit, prob = A.target_scores(work, noise, maps, classes, lm.mean, lm.std, batch_size=s["batch_size"] * 2)
+        for i, t in enumerate(classes):
+            sp, ss = _similarity(ref[i], mags[i])
+            store[f"{t}_{depth}"] = ctx.maps.quantise(A.visualize(maps[i]))
+            rows.append({"model": unit.model, "target": t, "depth": depth,
+                         "block": "none" if depth == 0 else blocks[depth - 1], "spearman": sp, "ssim": ss,
+                         "rate_noise": float(hit[i].float().mean()), "p_noise": float(prob[i].mean()),
+                         "seconds": tm["seconds"] / len(classes)})
+    ctx.maps.write((unit.model, "sanity"), store)
+    return rows
+
+
+def trial_plan(s: Mapping[str, Any], trial: int) -> dict[str, Any]:
+    """The backdoor of a trial, drawn from ``(seed, trial)``: attacked class, pattern, size and
+    corner of the trigger (the digits are centred, so corners are background)."""
+    rng = np.random.default_rng([s["seed"], trial, 0xBD])
+    size = int(rng.choice(s["backdoor_trigger_sizes"]))
+    S = s["backdoor_size"]
+    corner = int(rng.integers(4))
+    return {"seed": s["seed"] * 1000 + trial, "target": int(rng.integers(10)),
+            "pattern": str(rng.choice(s["backdoor_patterns"])), "trigger_size": size,
+            "row": 0 if corner < 2 else S - size, "col": 0 if corner % 2 == 0 else S - size}
+
+
+def _scores(maps: torch.Tensor, mask: torch.Tensor, window: int, threshold: float) -> dict[str, np.ndarray]:
+    tmass = BD.trigger_mass(maps, mask)
+    peak, where = BD.peak_window(maps, window)
+    ai = BD.anomaly_index(peak)
+    flagged = (ai == ai.max()) & (ai > threshold)
+    return {"trigger_mass": tmass, "peak_window": peak, "peak_row": where[:, 0], "peak_col": where[:, 1],
+            "anomaly": ai, "flagged": flagged}
+
+
+def _backdoor(ctx: Context, unit: Unit) -> list[dict[str, Any]]:
+    s, trial = ctx.settings, unit.data
+    plan = trial_plan(s, trial)
+    S = s["backdoor_size"]
+    trig = BD.Trigger(plan["pattern"], plan["trigger_size"], plan["row"], plan["col"])
+    d = BD.digits(S, seed=plan["seed"])
+    with _one_thread(), ctx.timer() as tm:
+        xp, yp, _ = BD.poison(d.x_train, d.y_train, trig, plan["target"], s["backdoor_fraction"], plan["seed"])
+        models = {"clean": BD.train(d.x_train, d.y_train, plan["seed"], s["backdoor_epochs"]),
+                  "poisoned": BD.train(xp, yp, plan["seed"], s["backdoor_epochs"])}
+    mask, rows, store = trig.mask(S, S), [], {}
+    for kind, model in models.items():
+        acc = BD.accuracy(model, d.x_test, d.y_test)
+        asr = BD.attack_success(model, d.x_test, d.y_test, trig, plan["target"])
+        for dist in s["backdoor_distributions"]:
+            cfg = {**s["backdoor_agnostic"], "distribution": dist}
+            with _one_thread(), ctx.timer() as tmap:
+                maps = A.input_agnostic_map(model, list(range(10)), (1, S, S), (0.5,), (0.5,), seed=plan["seed"],
+                                            progress=False, **cfg)
+            store[f"{kind}_{dist}"] = ctx.maps.quantise(A.magnitude(maps))
+            sc = _scores(maps, mask, s["window"], s["anomaly_threshold"])
+            for c in range(10):
+                rows.append({"trial": trial, "kind": kind, "distribution": dist, "class": c, **plan,
+                             "clean_accuracy": acc, "attack_success": asr,
+                             **{k: (bool(v[c]) if k == "flagged" else float(v[c])) for k, v in sc.items()},
+                             "train_seconds": tm["seconds"] / 2, "map_seconds": tmap["seconds"]})
+    ctx.maps.write(("backdoor", f"trial{trial}"), store)
+    return rows
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """The small CNN runs on one CPU thread: its operations are too small to share, and on a
+    busy 2-core machine two threads cost 3-4x the CPU time (measured: 6.0 s vs 1.6 s for 3
+    epochs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _imagenet_backdoor(ctx: Context, unit: Unit) -> list[dict[str, Any]]:
+    """The paper profile: EfficientNet-Lite0 fine-tuned on the triggered ImageNet sample."""
+    from ..data import image_items
+
+    s, lm, trial = ctx.settings, ctx.model(unit.model), unit.data
+    cfg = {"fraction": 0.1, "epochs": 5, "lr": 1e-3, "trigger_size": 24, "classes": 10, **s["imagenet_backdoor"]}
+    shape = _shape(s, lm)
+    items = image_items("imagenet_sample")
+    x = torch.stack([lm.preprocess(it.path, size=shape[1]) for it in items])
+    x01 = (x * torch.tensor(lm.std).view(1, -1, 1, 1) + torch.tensor(lm.mean).view(1, -1, 1, 1)).clamp(0, 1)
+    labels = torch.tensor([it.label for it in items])
+    rng = np.random.default_rng([s["seed"], trial, 0x1B])
+    ts = int(cfg["trigger_size"])
+    trig = BD.Trigger(str(rng.choice(BD.PATTERNS)), ts, shape[1] - ts - 8, shape[2] - ts - 8)
+    classes = [int(v) for v in rng.choice(1000, size=int(cfg["classes"]), replace=False)]
+    target = classes[0]
+    with ctx.timer() as tm:
+        model, stats = BD.finetune_backdoor(lm, x01, labels, trig, target, cfg["fraction"], int(cfg["epochs"]),
+                                            cfg["lr"], seed=s["seed"] + trial, progress=ctx.progress)
+        maps = A.InputAgnostic(model, lm.mean, lm.std, A.AgnosticConfig(**s["agnostic"]),
+                               batch_size=s["batch_size"], progress=ctx.progress)(classes, shape, seed=s["seed"])
+    sc = _scores(maps.cpu(), trig.mask(shape[1], shape[2]), ts, s["anomaly_threshold"])
+    return [{"trial": trial, "class": c, "target": target, **stats,
+             **{k: (bool(sc[k][j]) if k == "flagged" else float(sc[k][j]))
+                for k in ("trigger_mass", "peak_window", "anomaly", "flagged")},
+             "seconds": tm["seconds"]} for j, c in enumerate(classes)]
+
+
+# ========================================================================================
+# module-level API (what the notebook and `python -m cameras.experiments agnostic` call)
+# ========================================================================================
+EXPERIMENT = AgnosticExperiment()
+PROFILES = EXPERIMENT.PROFILES
+
+
+def settings(profile: str | Mapping[str, Any] = "offline", **overrides: Any) -> dict[str, Any]:
+    return EXPERIMENT.settings(profile, **overrides)
+
+
+def run(profile: str | Mapping[str, Any] = "offline", results=None, device: str = "auto",
+        progress: bool = True, **overrides: Any) -> Results:
+    """Compute (or resume) the chapter's results; returns ``{table: DataFrame}``."""
+    return EXPERIMENT.run(profile, results=results, device=device, progress=progress, **overrides)
+
+
+def load(profile: str | Mapping[str, Any] = "offline", results=None, **overrides: Any) -> Results:
+    """The stored rows of a profile, nothing computed (missing rows are simply absent)."""
+    return EXPERIMENT.load(EXPERIMENT.settings(profile, **overrides), results)
