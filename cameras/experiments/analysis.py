@@ -426,7 +426,7 @@ def plot_difference(image, maps: Sequence[Any], notes: Sequence[str], diff_title
     ax, v = fig.axes[len(maps) + 1], max(float(np.abs(d).max()), 1e-3)
     ax.images[0].set_data(np.repeat(rgb.mean(-1, keepdims=True), 3, -1).astype(np.uint8))
     im = ax.imshow(d, cmap="RdBu_r", vmin=-v, vmax=v, alpha=0.85)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="difference")
+    fig.colorbar(im, cax=ax.inset_axes([1.04, 0, 0.06, 1], in_layout=False), label="difference")
     return fig
 
 
