@@ -1,262 +1,191 @@
 r"""Qualitative comparison of saliency methods: the analogue of Fig. 2 of the CAMERAS paper.
 
-Fig. 2 of Jalwana et al. (CVPR 2021) shows, for ResNet-50, DenseNet-121 and Inception-v3,
-ImageNet images of a few classes (loudspeaker, mountain tent, bulbul, accordion, basket,
-volleyball, spotlight, loafer, hognose snake) with the maps of the methods of its comparison:
-gradient, DeConvNet, guided backprop, excitation backprop (MWP), contrastive excitation
-backprop (cMWP), RISE, Grad-CAM, extremal perturbation, NormGrad and CAMERAS. :func:`run`
-computes the maps of every registered method (:func:`cameras.methods.names`: the paper's ones
-plus the center baseline, HiResCAM, LayerCAM and Grad-CAM++) for the image of each of those
-classes in the ImageNet sample, for the *true* class, and stores them; :func:`figure` draws
-them.
-
-*Images.* One image per class: the ImageNet-sample image of the class (the paper's images are
-not published), resized and center-cropped to the model's native input (224 px for
-EfficientNet-Lite0, 240 for Lite1, 260 for Lite2; 224 / 224 / 299 for ResNet-50 /
-DenseNet-121 / Inception-v3). "Basket" is ImageNet's *shopping basket* (the other basket
-class is *hamper*).
-
-*CAMERAS' sizes.* The paper's zoom factors ``s / 224`` (s = 224, 324, ..., 924) applied to the
-model's native side (224 ... 924 px for a 224 px model, 260 ... 1073 px for Lite2).
-
-*Cost.* RISE (8000 masks) and extremal perturbation (800 iterations) are run with fewer
-masks / iterations in the ``ci`` and ``offline`` profiles; every row records the method's full
-settings. Excitation backprop and its contrastive variant refuse EfficientNet-Lite (its
-linear bottlenecks break the rules' assumptions); ``ci``/``offline`` run them with
-``strict=False`` and say so. Where a method cannot run on a model (e.g. no layer known for
-excitation backprop on DenseNet-121 in the ``paper`` profile) the row records why
-(``status``) and the figure leaves the panel empty.
-
-Storage: one CSV per model (``<results>/qualitative/<model>.csv``, one row per (method,
-image): status, seconds per map, map statistics, the model's top-1 and probability of the
-target, settings) and the maps themselves, quantised to 8 bits, in
-``<results>/qualitative/maps/<model>/<method>.npz`` (one array per image). A second call
-resumes: finished (method, image) pairs are not recomputed, and a model whose pairs are all
-done is not loaded.
-
-Profiles (:data:`PROFILES`)
----------------------------
-* ``ci``: EfficientNet-Lite0, 2 images, all methods with tiny RISE / extremal settings and
-  CAMERAS at zoom 1 and 1.5; ``<results>/_ci/qualitative/``.
-* ``offline``: EfficientNet-Lite0/1/2, the 9 images, all methods (RISE 4000 masks, extremal
-  perturbation 300 iterations, CAMERAS at the paper's zoom factors). Meant for a GPU::
-
-      python -m cameras.experiments qualitative --profile offline --device cuda
-
-* ``paper``: torchvision ResNet-50, DenseNet-121, Inception-v3 (ImageNet weights, downloaded
-  by torchvision), the 9 images, all methods at the paper's settings.
+Fig. 2 of Jalwana et al. (CVPR 2021) shows the maps of the methods of its comparison on
+ImageNet images of nine classes (:data:`PAPER_CLASSES`). :func:`run` computes, for the
+ImageNet-sample image of each class at the model's native crop and its true class, the map of
+every method of ``methods`` (CAMERAS at the paper's zoom factors ``s / 224`` of the native
+side, :func:`cameras.engine.zoomed_sizes`); a method that cannot run records why (``status``).
+Files: a CSV per model (a row per (method, image), with the method's full settings) and the
+8-bit maps in ``maps/<model>/<method>.npz`` (:class:`cameras.engine.MapStore`). A file's
+identity is ``cameras_zoom`` and the model's ``layers``; the method settings recorded per row
+are checked when the rows are read (:meth:`Qualitative.load`).
 """
 
 from __future__ import annotations
 
-import copy
-import io
-import os
-import time
-import zipfile
+import json
+import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..core import DEFAULT_SIZES
-from ._common import check_skip, methods_for, profile_copy, results_subdir
-from .pointing import METHOD_NAMES, MODEL_NAMES, cameras_sizes
+from ..data import find_class
+from ..engine import Check, Context, Experiment, MapStore, Unit
+from ._common import methods_for
+from .pointing import ZOOM, method_kwargs, settings_note, zoom_factor
 
-__all__ = [
-    "PROFILES",
-    "PAPER_CLASSES",
-    "SHORT_NAMES",
-    "KEY",
-    "COLUMNS",
-    "resolve_settings",
-    "results_folder",
-    "rows_path",
-    "maps_path",
-    "select_images",
-    "display_image",
-    "run",
-    "load_results",
-    "load_maps",
-    "figure",
-    "status_table",
-    "timing_table",
-    "area_table",
-]
+__all__ = ["EXPERIMENT", "PROFILES", "PAPER_CLASSES", "settings", "run", "items", "methods_for", "load_maps",
+           "display_image", "plot_maps", "status_table", "timing_table", "area_table"]
 
-#: The classes of the paper's Fig. 2, as ImageNet class names (``cameras.data.find_class``).
-PAPER_CLASSES: list[str] = [
-    "loudspeaker", "mountain tent", "bulbul", "accordion", "shopping basket", "volleyball",
-    "spotlight", "Loafer", "hognose snake",
-]
+#: The classes of the paper's Fig. 2, as ImageNet class names (:func:`cameras.data.find_class`).
+PAPER_CLASSES: list[str] = ["loudspeaker", "mountain tent", "bulbul", "accordion", "shopping basket",
+                             "volleyball", "spotlight", "Loafer", "hognose snake"]
+_NONSTRICT = {"excitation_backprop": {"strict": False}, "contrastive_excitation_backprop": {"strict": False}}
 
-_ALL_METHODS = [
-    "gradient", "deconvnet", "guided_backprop", "excitation_backprop",
-    "contrastive_excitation_backprop", "rise", "gradcam", "extremal_perturbation", "normgrad",
-    "center", "hirescam", "layercam", "gradcam++", "cameras",
-]
-_ZOOM = [s / 224 for s in DEFAULT_SIZES]
-_LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
-_NONSTRICT = {"excitation_backprop": {"strict": False},
-              "contrastive_excitation_backprop": {"strict": False}}
 
-#: Settings of each profile (plain, JSON-able).
-PROFILES: dict[str, dict[str, Any]] = {
-    "ci": {
-        "models": ["efficientnet_lite0"],
-        "classes": ["bulbul", "volleyball"],
-        "methods": list(_ALL_METHODS),
-        "cameras_zoom": [1.0, 1.5],
-        "method_settings": {"rise": {"num_masks": 48, "batch_size": 16},
-                            "extremal_perturbation": {"max_iter": 3, "areas": [0.1]},
-                            **_NONSTRICT},
-        "layers": {},
-        "skip": {},
-    },
-    "offline": {
-        "models": list(_LITE),
+class Qualitative(Experiment):
+    name = "qualitative"
+    columns = Experiment.key + ("class_name", "status", "seconds", "height", "width", "map_mean", "map_max",
+                                "top1", "top1_name", "p_target", "layer", "settings")
+    base = {
+        "models": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
         "classes": list(PAPER_CLASSES),
-        "methods": list(_ALL_METHODS),
-        "cameras_zoom": list(_ZOOM),
-        # Sized for a 2-core CPU (the stored maps were computed on one): on EfficientNet-Lite a
-        # CPU forward pass costs ~60 ms, so RISE's 8000 masks would take ~8 min an image and
-        # extremal perturbation's 4 areas x 800 steps far more. RISE gets 500 masks (noisier
-        # maps), extremal perturbation one area (10 %) and 100 steps; the paper profile keeps
-        # TorchRay's defaults. Rerun on a GPU with --set method_settings=... for more.
-        "method_settings": {"rise": {"num_masks": 500, "batch_size": 100},
-                            "extremal_perturbation": {"max_iter": 100, "areas": [0.1]},
-                            **_NONSTRICT},
-        "layers": {},
-        # (model, method) pairs not computed: on the 2-core CPU that computed the stored maps,
-        # RISE and extremal perturbation on Lite2 (260 px) would have taken about an hour more
-        # (extremal perturbation alone took 1.5-15 min an image on Lite0/Lite1 there). A GPU
-        # run adds them with --set 'skip={}'.
-        "skip": {"efficientnet_lite2": ["rise", "extremal_perturbation"]},
-    },
-    "paper": {
-        "models": ["resnet50", "densenet121", "inception_v3"],
-        "classes": list(PAPER_CLASSES),
-        "methods": list(_ALL_METHODS),
-        "cameras_zoom": list(_ZOOM),
-        "method_settings": {},
-        "layers": {},
-        "skip": {},
-    },
-}
+        # the figure's columns: the paper's order, then the later CAM variants and CAMERAS
+        "methods": ["gradient", "deconvnet", "guided_backprop", "excitation_backprop",
+                    "contrastive_excitation_backprop", "rise", "gradcam", "extremal_perturbation",
+                    "normgrad", "center", "hirescam", "layercam", "gradcam++", "cameras"],
+        "cameras_zoom": list(ZOOM), "method_settings": {}, "layers": {}, "skip": {},
+    }
+    profiles = {
+        "ci": {"models": ["efficientnet_lite0"], "classes": ["bulbul", "volleyball"], "cameras_zoom": [1.0, 1.5],
+               "method_settings": {"rise": {"num_masks": 48, "batch_size": 16},
+                                   "extremal_perturbation": {"max_iter": 3, "areas": [0.1]}, **_NONSTRICT}},
+        # sized for the 2-core CPU that computed the stored maps (neither RISE nor extremal
+        # perturbation on Lite2: an hour more); a GPU run: --set 'skip={}' --set method_settings=...
+        "offline": {"method_settings": {"rise": {"num_masks": 500, "batch_size": 100},
+                                        "extremal_perturbation": {"max_iter": 100, "areas": [0.1]},
+                                        **_NONSTRICT},
+                    "skip": {"efficientnet_lite2": ["rise", "extremal_perturbation"]}},
+        "paper": {"models": ["resnet50", "densenet121", "inception_v3"]},
+    }
+    schema = {
+        "models": Check.listof(Check.model), "classes": Check.listof(lambda v, k: (find_class(v), v)[1]),
+        "methods": Check.listof(Check.method), "cameras_zoom": Check.listof(zoom_factor),
+        "method_settings": Check.method_settings, "skip": Check.skip,
+        "layers": lambda v, k: {Check.model(m, k): {Check.method(x, k): layer for x, layer in Check.mapping(d, k).items()}
+                                for m, d in Check.mapping(v, k).items()},  # {model: {method: layer}}
+    }
 
-#: Short column titles of the figures.
-SHORT_NAMES: dict[str, str] = {
-    "gradient": "Gradient", "deconvnet": "DeConvNet", "guided_backprop": "Guided BP",
-    "excitation_backprop": "MWP", "contrastive_excitation_backprop": "cMWP", "rise": "RISE",
-    "gradcam": "Grad-CAM", "extremal_perturbation": "Extremal", "normgrad": "NormGrad",
-    "center": "Center", "hirescam": "HiResCAM", "layercam": "LayerCAM",
-    "gradcam++": "Grad-CAM++", "cameras": "CAMERAS",
-}
-
-#: Row identity and columns of the results files.
-KEY: tuple[str, ...] = ("model", "method", "image", "target")
-COLUMNS: tuple[str, ...] = KEY + (
-    "class_name", "status", "seconds", "height", "width", "map_mean", "map_max",
-    "top1", "top1_name", "p_target", "layer", "settings",
-)
-
-
-# ========================================================================================
-# settings and files
-# ========================================================================================
-def resolve_settings(profile: str | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
-    """The settings of ``profile`` (a name in :data:`PROFILES` or a dict) with ``overrides``.
-
-    ``method_settings`` overrides are merged per method. A ``ValueError`` names an unknown
-    profile, setting, model, method or class.
-    """
-    from ..data import find_class
-    from ..methods import info, method_settings
-    from ..models import get_spec
-
-    s = profile_copy(PROFILES, profile, base="offline")
-    unknown = sorted(set(overrides) - set(s))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; valid: {', '.join(sorted(s))}")
-    for k, v in copy.deepcopy(overrides).items():
-        if k == "method_settings" and isinstance(v, Mapping):
-            merged = dict(s["method_settings"])
-            for m, ms in v.items():
-                merged[m] = {**merged.get(m, {}), **dict(ms)}
-            s[k] = merged
-        else:
-            s[k] = v
-    for key in ("models", "methods", "classes"):
-        if isinstance(s[key], (str, int)):
-            s[key] = [s[key]]
-        s[key] = list(s[key])
-        if not s[key]:
-            raise ValueError(f"{key} must name at least one entry")
-    s["models"] = [get_spec(m).name for m in s["models"]]
-    s["methods"] = [info(m).name for m in s["methods"]]
-    for c in s["classes"]:
-        find_class(c)  # ValueError for unknown / ambiguous names
-    ms = s["method_settings"] or {}
-    if not isinstance(ms, Mapping):
-        raise TypeError("method_settings must be a dict {method: {setting: value}}")
-    s["method_settings"] = {info(m).name: dict(v) for m, v in ms.items()}
-    for m, v in s["method_settings"].items():
-        if m == "cameras" and "sizes" in v:
+    def validate(self, s: dict[str, Any]) -> None:
+        if "sizes" in s["method_settings"].get("cameras", {}):
             raise ValueError("set CAMERAS' sizes through cameras_zoom (factors of the native side)")
-        method_settings(m, **v)
-    z = s["cameras_zoom"]
-    z = [float(v) for v in ([z] if isinstance(z, (int, float)) else z)]
-    if not z or any(v <= 0 for v in z):
-        raise ValueError(f"cameras_zoom must be positive factors, got {s['cameras_zoom']!r}")
-    s["cameras_zoom"] = z
-    check_skip(s)
-    layers = s["layers"] or {}
-    if not isinstance(layers, Mapping):
-        raise TypeError("layers must be a dict {model: {method: layer}}")
-    s["layers"] = {get_spec(m).name: {info(k).name: v for k, v in d.items()}
-                   for m, d in layers.items()}
-    return s
+
+    def identity_of(self, s: Mapping[str, Any], file: str) -> dict[str, Any]:
+        return {"cameras_zoom": s["cameras_zoom"], "layers": s["layers"].get(file.removesuffix(".csv"), {})}
+
+    def units(self, s: Mapping[str, Any]) -> list[Unit]:
+        """One unit per model: a row per (method, image) it computes."""
+        its = items(s)
+        return [Unit(f"{model}.csv", [(model, m, it.name, it.label) for m in methods_for(s, model) for it in its],
+                     model, {"items": its, "remap": set()}) for model in s["models"]]
+
+    def pending(self, s: Mapping[str, Any], folder, units: Sequence[Unit]) -> list[Unit]:
+        """Also the models with an ``ok`` row whose map is missing (its maps are recomputed)."""
+        from ..runs import read_results
+
+        todo = {id(u) for u in super().pending(s, folder, units)}
+        store = MapStore(folder / "maps")
+        for u in units:
+            df = read_results(folder / u.file) if (folder / u.file).exists() else None
+            ok = [] if df is None or df.empty else df.loc[df["status"] == "ok", ["method", "image"]].values.tolist()
+            want, stored = {(k[1], k[2]) for k in u.keys}, {m: store.read(u.model, m) for m, _ in ok}
+            u.data["remap"] = {(m, i) for m, i in ok if (m, i) in want and i not in stored[m]}
+        return [u for u in units if id(u) in todo or u.data["remap"]]
+
+    def compute(self, ctx: Context, unit: Unit):
+        from ..methods import info
+
+        lm, its, remap = ctx.model(unit.model), unit.data["items"], unit.data["remap"]
+        x = torch.stack([lm.preprocess(it.source) for it in its]).to(lm.device)
+        with torch.no_grad():
+            probs = lm.model(x).softmax(dim=1).cpu()
+        for method in methods_for(ctx.settings, lm.name):
+            work = [j for j, it in enumerate(its) if (method, it.name) in remap
+                    or not ctx.done(unit.file, (lm.name, method, it.name, it.label))]
+            for g in ([work] if info(method).batched else [[j] for j in work]) if work else []:
+                yield from _rows(ctx, lm, method, x, probs, [its[j] for j in g], g)
+
+    def load(self, s: Mapping[str, Any], results=None):
+        """The rows, after checking each method's recorded settings against ``s``: an error if
+        none of a (model, method)'s rows was computed with them, a warning naming the rows that
+        were not (e.g. an interrupted run resumed with other settings)."""
+        from ..methods import method_settings
+        from ..models import get_spec
+        from ..runs import SettingsMismatch
+
+        df = self.rows(s, results)
+        for (model, method), g in df.groupby(["model", "method"], sort=False):
+            asked = _json(method_settings(method, **method_kwargs(s, method, get_spec(model).input_size)))
+            other = g[[_json(v) != asked for v in g["settings"]]]
+            if len(other) == len(g):
+                raise SettingsMismatch(f"{model} {method}: the stored rows were computed with {_json(g['settings'].iloc[0])}"
+                                       f", not {asked}; start a fresh folder (--results DIR) or move the files")
+            if len(other):
+                warnings.warn(f"{model} {method}: {len(other)} of {len(g)} rows were computed with other "
+                              f"settings ({', '.join(sorted({_json(v) for v in other['settings']}))}) "
+                              f"than {asked}: {', '.join(other['image'])}", RuntimeWarning, stacklevel=2)
+        return df
 
 
-def _resolved(profile) -> dict[str, Any]:
-    if isinstance(profile, Mapping) and "profile" in profile and "cameras_zoom" in profile:
-        return dict(profile)
-    return resolve_settings(profile)
+def _json(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=repr)
 
 
-def results_folder(s: Mapping[str, Any], results: str | os.PathLike | None = None) -> Path:
-    """``<results>/_ci/qualitative`` for the ``ci`` profile, else ``<results>/qualitative``."""
-    return results_subdir("qualitative", s.get("profile") == "ci", results)
+def _rows(ctx: Context, lm, method: str, x, probs, its, g: list[int]):
+    """Maps (stored) and rows of ``method`` for the images ``g`` of ``x`` (one call)."""
+    from ..methods import default_layers, method_settings, saliency, settings_json
+
+    s = ctx.settings
+    kw = method_kwargs(s, method, lm.input_size)
+    layer = s["layers"].get(lm.name, {}).get(method)
+    used = layer if layer is not None else default_layers(lm.model).get(method)
+    status, maps = "ok", None
+    with ctx.timer() as t:
+        try:
+            maps = saliency(method, lm.model, x[g], [it.label for it in its], layer=layer, **kw)
+        except ValueError as err:  # the method cannot run on this model / layer
+            status = f"n/a: {err}"
+    if maps is not None:
+        ctx.maps.update((lm.name, method), {it.name: MapStore.quantise(m) for it, m in zip(its, maps, strict=True)})
+    for k, (it, j) in enumerate(zip(its, g, strict=True)):
+        top1 = int(probs[j].argmax())
+        yield {"model": lm.name, "method": method, "image": it.name, "target": it.label,
+               "class_name": lm.classes[it.label], "status": status, "seconds": round(t["seconds"] / len(g), 4),
+               "height": int(x.shape[-2]), "width": int(x.shape[-1]),
+               "map_mean": None if maps is None else float(maps[k].mean()),
+               "map_max": None if maps is None else float(maps[k].max()),
+               "top1": top1, "top1_name": lm.classes[top1], "p_target": float(probs[j, it.label]),
+               "layer": used if isinstance(used, (str, type(None))) else settings_json({"layer": used}),
+               "settings": method_settings(method, **kw)}
 
 
-def rows_path(folder: Path, model: str) -> Path:
-    """The CSV of one model."""
-    return Path(folder) / f"{model}.csv"
+EXPERIMENT = Qualitative()
+PROFILES = EXPERIMENT.PROFILES
+settings = EXPERIMENT.settings
+run = EXPERIMENT.run
 
 
-def maps_path(folder: Path, model: str, method: str) -> Path:
-    """The ``.npz`` with the maps of one (model, method), one uint8 array per image."""
-    return Path(folder) / "maps" / model / f"{method.replace('+', 'p')}.npz"
+def _resolved(profile: str | Mapping[str, Any]) -> dict[str, Any]:
+    return settings(profile) if isinstance(profile, str) else dict(profile)
 
 
-def select_images(classes: Sequence[str], root: str | os.PathLike | None = None):
-    """``[(SampleInfo, class index)]``: the ImageNet-sample image of each class."""
-    from ..data import ImageNetSample, find_class
+def items(s: Mapping[str, Any]):
+    """The ImageNet-sample image of each class of the settings (:func:`cameras.data.image_items`)."""
+    from ..data import image_items
 
-    ds = ImageNetSample(root)
-    by_label = {s.label: s for s in ds.samples}
-    out = []
-    for c in classes:
-        idx = find_class(c)
-        if idx not in by_label:
-            raise FileNotFoundError(f"no image of class {idx} ({c!r}) in {ds.root}")
-        out.append((by_label[idx], idx))
-    return out
+    return image_items("imagenet_sample", s.get("data_root"), classes=s["classes"])
 
 
-def display_image(model: str, path: str | os.PathLike) -> np.ndarray:
+def load_maps(profile, model: str, results=None) -> dict[str, dict[str, np.ndarray]]:
+    """``{method: {image: float32 map in [0, 1]}}`` of one model (8-bit precision)."""
+    s = _resolved(profile)
+    store = MapStore(EXPERIMENT.folder(s, results) / "maps")
+    return {m: {k: MapStore.dequantise(v) for k, v in store.read(model, m).items()} for m in s["methods"]}
+
+
+def display_image(model: str, path) -> np.ndarray:
     """The image as the model sees it (native resize + center crop), ``(H, W, 3)`` uint8."""
     import torchvision.transforms.functional as TF
     from torchvision.transforms import InterpolationMode
@@ -265,303 +194,57 @@ def display_image(model: str, path: str | os.PathLike) -> np.ndarray:
     from ..models import get_spec
 
     spec = get_spec(model)
-    pil = TF.resize(load_image(path), spec.resize_size, interpolation=InterpolationMode.BILINEAR,
-                    antialias=True)
+    pil = TF.resize(load_image(path), spec.resize_size, interpolation=InterpolationMode.BILINEAR, antialias=True)
     return np.asarray(TF.center_crop(pil, [spec.input_size, spec.input_size]))
 
 
-# ========================================================================================
-# maps on disk
-# ========================================================================================
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        return {}
-    try:
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return {}  # a torn write: the rows without maps are recomputed
-
-
-def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-
-
-def _quantise(m: torch.Tensor) -> np.ndarray:
-    return (m.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-
-
-# ========================================================================================
-# the run
-# ========================================================================================
-def _settings_for(s: Mapping[str, Any], method: str, input_size: int) -> dict[str, Any]:
-    out = dict(s["method_settings"].get(method, {}))
-    if method == "cameras":
-        out["sizes"] = cameras_sizes(input_size, s["cameras_zoom"])
-    return out
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _run_model(s, folder: Path, model_name: str, items, device, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    from ..methods import default_layers, info, method_settings, saliency, settings_json
-    from ..models import get_spec, load_model
-    from ..runs import ResultsWriter
-
-    spec = get_spec(model_name)
-    path = rows_path(folder, model_name)
-    meta = {"task": "qualitative", "model": model_name, "settings": s}
-    with ResultsWriter(path, key=KEY, columns=COLUMNS, meta=meta, device=device) as w:
-        status = _statuses(path, model_name)
-
-        def pending(method):
-            maps = _read_npz(maps_path(folder, model_name, method))
-            out = []
-            for info_, t in items:
-                st = status.get((method, info_.path.stem, int(t)))
-                if not w.done((model_name, method, info_.path.stem, t)) or (
-                        st == "ok" and info_.path.stem not in maps):
-                    out.append((info_, t))
-            return out
-
-        todo = {m: pending(m) for m in methods_for(s, model_name)}
-        if not any(todo.values()):
-            return
-        lm = load_model(model_name, device=device)
-        x_all = torch.stack([lm.preprocess(i.path) for i, _ in items]).to(lm.device)
-        names = [i.path.stem for i, _ in items]
-        targets = [t for _, t in items]
-        with torch.no_grad():
-            probs = lm.model(x_all).softmax(dim=1).cpu()
-        layers = default_layers(lm.model)
-        bar = tqdm(total=sum(len(v) for v in todo.values()), desc=f"qualitative {model_name}",
-                   disable=not progress)
-        for method in s["methods"]:
-            work = todo.get(method)
-            if not work:
-                continue
-            mspec = info(method)
-            settings = _settings_for(s, method, spec.input_size)
-            full = method_settings(method, **settings)
-            layer = s["layers"].get(model_name, {}).get(method)
-            layer_used = layer if layer is not None else layers.get(method)
-            idx = [names.index(i.path.stem) for i, _ in work]
-            groups = [idx] if mspec.batched else [[j] for j in idx]
-            for g in groups:
-                x = x_all[g]
-                tg = [targets[j] for j in g]
-                status, maps = "ok", None
-                _sync(lm.device)
-                t0 = time.perf_counter()
-                try:
-                    maps = saliency(method, lm.model, x, tg, layer=layer, **settings)
-                except ValueError as err:  # the method cannot run on this model / layer
-                    status = f"n/a: {err}"
-                _sync(lm.device)
-                dt = (time.perf_counter() - t0) / len(g)
-                if maps is not None:
-                    if not bool(torch.isfinite(maps).all()):  # pragma: no cover - registry guards
-                        raise RuntimeError(f"{method} returned non-finite maps")
-                    stored = _read_npz(maps_path(folder, model_name, method))
-                    for k, j in enumerate(g):
-                        stored[names[j]] = _quantise(maps[k])
-                    _write_npz(maps_path(folder, model_name, method), stored)
-                for k, j in enumerate(g):
-                    top1 = int(probs[j].argmax())
-                    w.write({
-                        "model": model_name, "method": method, "image": names[j],
-                        "target": targets[j], "class_name": lm.classes[targets[j]],
-                        "status": status, "seconds": round(dt, 4),
-                        "height": int(x.shape[-2]), "width": int(x.shape[-1]),
-                        "map_mean": float(maps[k].mean()) if maps is not None else None,
-                        "map_max": float(maps[k].max()) if maps is not None else None,
-                        "top1": top1, "top1_name": lm.classes[top1],
-                        "p_target": float(probs[j, targets[j]]),
-                        "layer": layer_used if isinstance(layer_used, (str, type(None)))
-                        else settings_json({"layer": layer_used}),
-                        "settings": full,
-                    })
-                bar.update(len(g))
-        bar.close()
-        del lm, x_all
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def _statuses(path: Path, model: str) -> dict[tuple[str, str, int], str]:
-    """``{(method, image, target): status}`` of the rows already in ``path``."""
-    from ..runs import read_results
-
-    if not path.exists() or path.stat().st_size == 0:
-        return {}
-    df = read_results(path)
-    if df.empty:
-        return {}
-    df = df[df["model"] == model]
-    return {(str(m), str(i), int(t)): str(st)
-            for m, i, t, st in zip(df["method"], df["image"], df["target"], df["status"],
-                                   strict=True)}
-
-
-def run(
-    profile: str | Mapping[str, Any] = "offline",
-    results: str | os.PathLike | None = None,
-    device: str | torch.device = "auto",
-    progress: bool = True,
-    **overrides: Any,
-):
-    """Compute (or resume) the maps of ``profile`` and return all rows (a DataFrame)."""
-    from ..models import resolve_device
-
-    s = resolve_settings(profile, **overrides)
-    folder = results_folder(s, results)
-    dev = resolve_device(device)
-    items = select_images(s["classes"])
-    for model_name in s["models"]:
-        _run_model(s, folder, model_name, items, dev, progress)
-    return load_results(s, results)
-
-
-def load_results(profile: str | Mapping[str, Any] = "offline",
-                 results: str | os.PathLike | None = None):
-    """The rows of the models, methods and images of ``profile`` written so far."""
-    import pandas as pd
-
-    from ..data import find_class
-    from ..runs import read_results
-
-    s = _resolved(profile)
-    folder = results_folder(s, results)
-    targets = {find_class(c) for c in s["classes"]}
-    frames = []
-    for model in s["models"]:
-        p = rows_path(folder, model)
-        if p.exists():
-            df = read_results(p)
-            frames.append(df[df["method"].isin(methods_for(s, model)) & df["target"].isin(targets)])
-    if not frames:
-        return pd.DataFrame(columns=list(COLUMNS))
-    return pd.concat(frames, ignore_index=True)
-
-
-def load_maps(profile, model: str, results: str | os.PathLike | None = None
-              ) -> dict[str, dict[str, np.ndarray]]:
-    """``{method: {image: float32 map in [0, 1]}}`` of one model (8-bit precision)."""
-    s = _resolved(profile)
-    folder = results_folder(s, results)
-    out = {}
-    for method in s["methods"]:
-        out[method] = {k: v.astype(np.float32) / 255.0
-                       for k, v in _read_npz(maps_path(folder, model, method)).items()}
-    return out
-
-
-# ========================================================================================
-# figures and tables
-# ========================================================================================
-def figure(profile, model: str, results: str | os.PathLike | None = None, *,
-           methods: Sequence[str] | None = None, cell_size: float = 1.25, dpi: int = 80,
-           save: str | os.PathLike | None = None):
-    """Fig. 2 analogue for one model: one row per image, the image then one panel per method.
-
-    Panels of methods that could not run (or have no stored map) are left empty with "n/a".
-    Returns a :class:`matplotlib.figure.Figure` (``save=``: also write a PNG).
-    """
-    from ..viz import show_maps
-
-    s = _resolved(profile)
-    methods = list(methods or s["methods"])
-    items = select_images(s["classes"])
-    maps = load_maps(s, model, results)
-    images = [display_image(model, i.path) for i, _ in items]
-    names = [i.path.stem for i, _ in items]
-    blank = np.zeros(images[0].shape[:2], dtype=np.float32)
-    cols = {SHORT_NAMES.get(m, m): [maps.get(m, {}).get(n, None) for n in names]
-            for m in methods}
-    missing = {(r, c) for c, v in enumerate(cols.values()) for r, mm in enumerate(v) if mm is None}
-    cols = {k: [blank if m is None else m for m in v] for k, v in cols.items()}
+def plot_maps(profile, model: str, results=None, methods: Sequence[str] | None = None):
+    """Fig. 2 analogue for one model: a row per image, the image then a panel per method
+    ("n/a": the method refused the model; "not run": the profile skips it)."""
     from ..data import imagenet_classes
+    from ..plots import method_label, model_label, overlay_grid
 
-    classes = imagenet_classes()
-    row_titles = [classes[t] for _, t in items]
-    fig = show_maps(images, cols, row_titles=row_titles, cell_size=cell_size,
-                    suptitle=f"{MODEL_NAMES.get(model, model)}: maps for the true class (ours)")
-    axes = np.asarray(fig.axes).reshape(len(images), len(cols) + 1)
-    for r, c in missing:
-        ax = axes[r, c + 1]
-        ax.images[0].remove() if ax.images else None
-        ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
-    for ax in axes[0]:
-        ax.title.set_fontsize(7)
-    for ax in axes[:, 0]:
-        ax.yaxis.label.set_fontsize(7)
-    if save is not None:
-        p = Path(save)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=dpi, format="png")
-    return fig
+    s = _resolved(profile)
+    its, maps, ran = items(s), load_maps(s, model, results), methods_for(s, model)
+    cols = {method_label(m, short=True): [maps[m].get(it.name) for it in its] for m in methods or s["methods"]}
+    notes = {c: ["" if v is not None else "n/a" if m in ran else "not run" for v in cols[c]]
+             for c, m in zip(cols, methods or s["methods"], strict=True)}
+    return overlay_grid([display_image(model, it.path) for it in its], cols, notes=notes,
+                        row_titles=[imagenet_classes()[it.label] for it in its],
+                        title=f"{model_label(model)}: maps for the true class (ours)")
 
 
 def status_table(rows):
     """Methods x models: ``ok`` or why the method did not run (first reason)."""
-    import pandas as pd
+    from ..plots import method_label, model_label
 
-    if rows is None or len(rows) == 0:
-        return pd.DataFrame()
-    g = rows.groupby(["method", "model"], sort=False)["status"].agg(
+    t = rows.groupby(["method", "model"], sort=False)["status"].agg(
         lambda v: "ok" if (v == "ok").all() else next(x for x in v if x != "ok"))
-    t = g.unstack("model").fillna("not run (profile's skip)")
-    t.index = [METHOD_NAMES.get(m, m) for m in t.index]
-    t.columns = [MODEL_NAMES.get(m, m) for m in t.columns]
-    return t
+    t = t.unstack("model").fillna("not run (profile's skip)")
+    return t.rename(index=method_label, columns=model_label).rename_axis(index=None, columns=None)
 
 
 def timing_table(rows, decimals: int = 3):
     """Methods x models: mean seconds per map, with the cost-relevant settings."""
-    import pandas as pd
+    from ..plots import method_label, model_label
 
-    from .pointing import _settings_note
-
-    if rows is None or len(rows) == 0:
-        return pd.DataFrame()
     ok = rows[rows["status"] == "ok"]
-    t = ok.pivot_table(index="method", columns="model", values="seconds", aggfunc="mean",
-                       sort=False).round(decimals)
-    notes = ok.groupby("method", sort=False)["settings"].first().map(
-        lambda st: st if isinstance(st, Mapping) else None)
-    t["settings"] = [_settings_note(m, notes.get(m)) for m in t.index]
-    t.index = [METHOD_NAMES.get(m, m) for m in t.index]
-    t.columns = [MODEL_NAMES.get(c, c) for c in t.columns]
-    return t
+    t = ok.pivot_table(index="method", columns="model", values="seconds", aggfunc="mean", sort=False).round(decimals)
+    notes = ok.groupby("method", sort=False)["settings"].first()
+    t["settings"] = [settings_note(m, st if isinstance(st, Mapping) else None) for m, st in notes.reindex(t.index).items()]
+    return t.rename(index=method_label, columns=model_label).rename_axis(index=None, columns=None)
 
 
-def area_table(profile, results: str | os.PathLike | None = None, level: float = 0.5,
-               decimals: int = 1):
-    """Methods x models: mean share (%) of the image where the map is ``>= level``.
-
-    A rough measure of how concentrated the maps are (lower: more compact), computed from the
-    stored maps of every image.
-    """
+def area_table(profile, results=None, level: float = 0.5, decimals: int = 1):
+    """Methods x models: mean share (%) of the image where the stored map is ``>= level`` (how
+    concentrated the maps are; lower: more compact)."""
     import pandas as pd
+
+    from ..plots import method_label, model_label
 
     s = _resolved(profile)
-    data = {}
-    for model in s["models"]:
-        maps = load_maps(s, model, results)
-        data[MODEL_NAMES.get(model, model)] = {
-            METHOD_NAMES.get(m, m): 100 * float(np.mean([(v >= level).mean() for v in d.values()]))
-            for m, d in maps.items() if d
-        }
-    t = pd.DataFrame(data).round(decimals)
+    t = pd.DataFrame({model_label(model): {method_label(m): 100 * float(np.mean([(v >= level).mean() for v in d.values()]))
+                                           for m, d in load_maps(s, model, results).items() if d}
+                      for model in s["models"]}).round(decimals)
     t.index.name = f"area with map >= {level} (%)"
     return t
