@@ -567,9 +567,9 @@ class Cameras:
         self.antialias = bool(antialias)
         self.max_pixels = max_pixels
         if layer is None:
-            layer, shape = self._locate()
-            log.info("Cameras: explaining layer %r of %s (output %s at %d px)", layer,
-                     type(model).__name__, "x".join(map(str, shape[1:])), self.sizes[0])
+            layer, shape, size = self._locate()
+            log.info("Cameras: explaining layer %r of %s (output %s for a %d px square)", layer,
+                     type(model).__name__, "x".join(map(str, shape[1:])), size)
         #: the name of the explained layer (the one located when ``layer=None``)
         self.layer_name = layer_name(model, layer)  # validates the name, with a helpful error
         self.layer = layer
@@ -577,18 +577,19 @@ class Cameras:
         self.kept: Tensor | None = None
         self.predictions: Tensor | None = None
 
-    def _locate(self) -> tuple[str, tuple[int, ...]]:
+    def _locate(self) -> tuple[str, tuple[int, ...], int]:
         """Find the default layer with one forward pass of a ``(1, C, s, s)`` probe."""
         dtype, device = model_dtype_device(self.model)
         conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
         channels = conv.in_channels if conv is not None else 3
-        size = self.sizes[0]
+        # a size at which the last block still has a grid (Inception-v3: 1 x 1 below ~110 px)
+        size = min(max(self.sizes), max(self.sizes[0], 224))
         g = torch.Generator().manual_seed(0)
         probe = torch.randn(1, channels, size, size, generator=g)
         probe = probe.to(dtype=dtype or torch.float32, device=device)
         with torch.inference_mode(False), eval_mode(self.model):
             try:
-                return locate_layer(self.model, probe)
+                return (*locate_layer(self.model, probe), size)
             except ValueError:
                 raise
             except Exception as err:  # the model cannot run on the probe

@@ -237,11 +237,13 @@ def test_full_disk_leaves_no_partial_file(photo, tmp_path, capsys, monkeypatch):
             self.f = f
             self.n = 0
 
-        def write(self, data):
-            if self.n > 1000:
+        def write(self, data):  # the disk fills up after 1000 bytes
+            data = bytes(data)
+            if self.n + len(data) > 1000:
+                self.f.write(data[: 1000 - self.n])
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self.n += len(data)
-            return self.f.write(data[:2000])
+            return self.f.write(data)
 
     monkeypatch.setattr(cli, "_Stream", Full)
     out = tmp_path / "o"
