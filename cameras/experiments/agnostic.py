@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -496,3 +497,351 @@ def run(profile: str | Mapping[str, Any] = "offline", results=None, device: str 
 def load(profile: str | Mapping[str, Any] = "offline", results=None, **overrides: Any) -> Results:
     """The stored rows of a profile, nothing computed (missing rows are simply absent)."""
     return EXPERIMENT.load(EXPERIMENT.settings(profile, **overrides), results)
+
+
+# ========================================================================================
+# tables for the chapter
+# ========================================================================================
+CONTROL_NAMES = {"map": "target map", "random": "random map, same norm", "shuffled": "shuffled map",
+                 "other": "other class's map", "none": "no map"}
+DATA_NAMES = {"noise": "fresh samples", "real": "ImageNet images"}
+
+
+def class_name(c: int) -> str:
+    from ..data import imagenet_classes
+
+    return imagenet_classes()[int(c)]
+
+
+def fidelity_table(fid, value: str = "rate", controls: Sequence[str] = ("map", "random", "other"),
+                   data: Sequence[str] = ("noise", "real")):
+    """Per model and class: ``value`` (``"rate"`` or ``"p_target"``) of each control on each
+    data set, columns ``(data set, control)`` with human names."""
+    import pandas as pd
+
+    from ..models import label
+
+    if fid.empty:
+        return pd.DataFrame()
+    d = fid[fid["control"].isin(controls) & fid["data"].isin(data)]
+    t = d.pivot_table(index=["model", "target"], columns=["data", "control"], values=value, sort=False)
+    t = t.reindex(columns=pd.MultiIndex.from_product([list(data), list(controls)]))
+    t.columns = pd.MultiIndex.from_tuples([(DATA_NAMES[a], CONTROL_NAMES[b]) for a, b in t.columns])
+    other = d[d["control"] == "other"].drop_duplicates(["model", "target"]).set_index(["model", "target"])["map_class"]
+    idx = t.index
+    t.insert(0, ("", "other class"), [class_name(other.get(k, -1)) if other.get(k, -1) >= 0 else "" for k in idx])
+    t.insert(0, ("", "class"), [class_name(k[1]) for k in idx])
+    t.insert(0, ("", "model"), [label(k[0]) for k in idx])
+    return t.reset_index(drop=True)
+
+
+def summary_rates(fid):
+    """Per model, data set and control: mean targeting rate and mean target probability over
+    the classes, and on how many classes the target map's mean target probability is above
+    the control's."""
+    import pandas as pd
+
+    from ..models import label
+
+    rows = []
+    for (model, data), g in fid.groupby(["model", "data"], sort=False):
+        mine = g[g["control"] == "map"].set_index("target")["p_target"]
+        for ctrl, h in g.groupby("control", sort=False):
+            p = h.set_index("target")["p_target"]
+            rows.append({"model": label(model), "data set": DATA_NAMES[data], "map added": CONTROL_NAMES[ctrl],
+                         "targeting rate (%)": 100 * h["rate"].mean(), "mean target probability": p.mean(),
+                         "classes where the target map is higher": "" if ctrl == "map"
+                         else f"{int((mine > p.reindex(mine.index)).sum())} / {len(mine)}"})
+    return pd.DataFrame(rows)
+
+
+def beats_random(fid):
+    """Per model, class and data set: is the target map's mean target probability above the
+    random map's (same norm)?"""
+    piv = fid[fid["control"].isin(["map", "random"])].pivot_table(
+        index=["model", "target", "data"], columns="control", values="p_target")
+    return piv["map"] > piv["random"]
+
+
+def detection(bd, threshold: float | None = None):
+    """Per trial, model kind and distribution: the attacked class, the flagged class (-1: none),
+    the attacked class's anomaly index and rank, and the largest anomaly index of the others."""
+    import pandas as pd
+
+    rows = []
+    for (trial, kind, dist), g in bd.groupby(["trial", "kind", "distribution"], sort=False):
+        g = g.set_index("class")
+        t = int(g["target"].iloc[0])
+        flagged = g.index[g["flagged"].astype(bool)].tolist()
+        if threshold is not None:
+            a = g["anomaly"]
+            flagged = [int(a.idxmax())] if a.max() > threshold else []
+        rows.append({"trial": trial, "kind": kind, "distribution": dist, "target": t,
+                     "flagged": flagged[0] if flagged else -1, "anomaly_target": float(g.loc[t, "anomaly"]),
+                     "anomaly_others": float(g.drop(index=t)["anomaly"].max()),
+                     "rank_target": int((g["anomaly"] > g.loc[t, "anomaly"]).sum()) + 1,
+                     "mass_target": float(g.loc[t, "trigger_mass"]),
+                     "mass_others": float(g.drop(index=t)["trigger_mass"].mean()),
+                     "attack_success": float(g["attack_success"].iloc[0]),
+                     "clean_accuracy": float(g["clean_accuracy"].iloc[0]),
+                     "pattern": g["pattern"].iloc[0], "trigger_size": int(g["trigger_size"].iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def _pct(k: int, n: int) -> str:
+    lo, hi = BD.wilson(k, n)
+    return "not run" if n == 0 else f"{k}/{n} = {100 * k / n:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def detection_table(bd, area: float | None = None):
+    """Per distribution: detection rate on the poisoned models (attacked class flagged), the
+    attacked class ranked first, false alarms on the clean models (any class flagged), each
+    as ``k/n = rate [95 % Wilson interval]``; mean trigger-region mass of the attacked class on
+    the poisoned model, of the other classes, and of the attacked class on the clean model."""
+    import pandas as pd
+
+    det = detection(bd)
+    rows = []
+    for dist, g in det.groupby("distribution", sort=False):
+        p, c = g[g["kind"] == "poisoned"], g[g["kind"] == "clean"]
+        rows.append({"distribution": dist, "poisoned models": len(p),
+                     "attacked class flagged": _pct(int((p["flagged"] == p["target"]).sum()), len(p)),
+                     "attacked class ranked first": _pct(int((p["rank_target"] == 1).sum()), len(p)),
+                     "clean models flagged (false alarm)": _pct(int((c["flagged"] >= 0).sum()), len(c)),
+                     "trigger-region mass, attacked class": p["mass_target"].mean(),
+                     "… other classes": p["mass_others"].mean(),
+                     "… attacked class, clean model": c["mass_target"].mean()})
+    return pd.DataFrame(rows)
+
+
+# ========================================================================================
+# figures for the chapter (matplotlib Figures, no pyplot state)
+# ========================================================================================
+def photo(model: str, cls: int, size: int | None = None) -> np.ndarray:
+    """The sample's image of class ``cls`` cropped as ``model``'s preprocessing does, ``(S, S, 3)``
+    uint8 (``size``: another crop size with the same ratio)."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    from ..data import image_items
+    from ..images import load_image
+    from ..models import get_spec
+
+    spec = get_spec(model)
+    crop = size or spec.input_size
+    resize = max(crop, round(crop * spec.resize_size / spec.input_size))
+    img = load_image(image_items("imagenet_sample", classes=[cls])[0].path)
+    img = TF.center_crop(TF.resize(img, resize, interpolation=InterpolationMode.BILINEAR, antialias=True), [crop, crop])
+    return np.asarray(img)
+
+
+def _short(name: str, n: int = 18) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _figure(rows: int, cols: int, width: float = 7.3, cell: float | None = None):
+    from matplotlib.figure import Figure
+
+    cell = cell or width / cols
+    fig = Figure(figsize=(width, cell * rows + 0.4), dpi=100)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def plot_pairs(model: str, classes: Sequence[int], agnostic_maps: Mapping[str, np.ndarray],
+               cameras_maps: Mapping[str, np.ndarray], size: int | None = None, per_row: int = 2):
+    """Input-specific vs input-agnostic: per class, the sample's photo with its CAMERAS map
+    (jet, with a colour bar) and the class's input-agnostic map (:func:`~cameras.agnostic.visualize`:
+    grey = 0). ``per_row`` classes per row (2: four panels)."""
+    from ..engine import MapStore
+    from ..viz import overlay
+
+    n = len(classes)
+    rows = math.ceil(n / per_row)
+    fig, axes = _figure(rows, 2 * per_row, cell=7.3 / (2 * per_row) + 0.12)
+    im = None
+    for k, c in enumerate(classes):
+        ax_c, ax_a = axes[k // per_row, 2 * (k % per_row)], axes[k // per_row, 2 * (k % per_row) + 1]
+        cam = cameras_maps.get(str(c))
+        img = photo(model, c, size)
+        if cam is not None:
+            ax_c.imshow(overlay(img, MapStore.dequantise(cam), alpha=0.5))
+            im = ax_c.imshow(MapStore.dequantise(cam), cmap="jet", vmin=0, vmax=1, alpha=0)
+        else:
+            ax_c.imshow(img)
+            ax_c.text(0.5, 0.5, "not run", transform=ax_c.transAxes, ha="center", color="w")
+        ax_c.set_title(f"{_short(class_name(c))}\nCAMERAS (this photo)", fontsize=8)
+        amap = agnostic_maps.get(str(c))
+        if amap is not None:
+            ax_a.imshow(MapStore.dequantise(amap))
+        else:
+            ax_a.text(0.5, 0.5, "not run", transform=ax_a.transAxes, ha="center")
+        ax_a.set_title(f"{_short(class_name(c))}\ninput-agnostic", fontsize=8)
+    for k in range(n, rows * per_row):
+        axes[k // per_row, 2 * (k % per_row)].axis("off")
+        axes[k // per_row, 2 * (k % per_row) + 1].axis("off")
+    fig.subplots_adjust(left=0.01, right=0.87, top=1 - 0.45 / fig.get_figheight(), bottom=0.01, wspace=0.05,
+                        hspace=0.32)
+    if im is not None:
+        cax = fig.add_axes((0.89, 0.3, 0.02, 0.4))
+        fig.colorbar(im, cax=cax).set_label("CAMERAS map", fontsize=8)
+        cax.tick_params(labelsize=7)
+    return fig
+
+
+def plot_fidelity(fid, controls: Sequence[str] = ("map", "other", "random", "none")):
+    """Mean target probability per class (log scale), one panel per (model, data set), a
+    marker per control."""
+    from matplotlib.figure import Figure
+
+    from ..models import label
+
+    models = list(dict.fromkeys(fid["model"]))
+    data = [d for d in ("noise", "real") if d in set(fid["data"])]
+    fig = Figure(figsize=(7.3, 2.3 * len(models) + 0.6), dpi=100)
+    axes = fig.subplots(len(models), len(data), squeeze=False, sharey=True)
+    style = {"map": ("o", "C3"), "other": ("s", "C0"), "random": ("x", "0.3"), "shuffled": ("+", "C2"),
+             "none": (".", "0.6")}
+    for i, m in enumerate(models):
+        for j, d in enumerate(data):
+            ax = axes[i, j]
+            g = fid[(fid["model"] == m) & (fid["data"] == d)]
+            classes = list(dict.fromkeys(g["target"]))
+            for ctrl in controls:
+                h = g[g["control"] == ctrl].set_index("target").reindex(classes)
+                ax.scatter(range(len(classes)), h["p_target"].clip(lower=1e-7), marker=style[ctrl][0],
+                           color=style[ctrl][1], s=22, label=CONTROL_NAMES[ctrl])
+            ax.set_yscale("log")
+            ax.set_ylim(1e-7, 1.5)
+            ax.set_xticks(range(len(classes)))
+            ax.set_xticklabels([_short(class_name(c), 10) for c in classes], rotation=60, ha="right", fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.set_title(f"{label(m)}: {DATA_NAMES[d]}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("mean P(target)", fontsize=8)
+    axes[0, 0].legend(fontsize=7, loc="lower left", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sanity(san, maps: Mapping[str, np.ndarray]):
+    """Cascading randomisation: per class a row of maps (intact, then more blocks random), and
+    the similarity to the intact map and the target probability on noise against depth."""
+    from matplotlib.figure import Figure
+
+    from ..engine import MapStore
+
+    classes = list(dict.fromkeys(san["target"]))
+    depths = sorted(set(san["depth"]))
+    cols = max(5, len(depths))
+    cell = 7.3 / cols
+    fig = Figure(figsize=(7.3, (cell + 0.35) * len(classes) + 2.4), dpi=100)
+    gs = fig.add_gridspec(len(classes) + 1, cols, height_ratios=[cell + 0.35] * len(classes) + [2.2])
+    for i, c in enumerate(classes):
+        for j, d in enumerate(depths):
+            ax = fig.add_subplot(gs[i, j])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            m = maps.get(f"{c}_{d}")
+            if m is not None:
+                ax.imshow(MapStore.dequantise(m))
+            r = san[(san["target"] == c) & (san["depth"] == d)].iloc[0]
+            head = "intact" if d == 0 else f"{d} block{'s' if d > 1 else ''} random"
+            ax.set_title(f"{head}\nSpearman {r['spearman']:.2f}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(_short(class_name(c), 14), fontsize=8)
+    bottom = gs[-1, :].subgridspec(1, 2, wspace=0.35)
+    ax1 = fig.add_subplot(bottom[0, 0])
+    ax2 = fig.add_subplot(bottom[0, 1])
+    for c in classes:
+        g = san[san["target"] == c].sort_values("depth")
+        ax1.plot(g["depth"], g["spearman"], marker="o", label=f"{_short(class_name(c), 12)}: Spearman")
+        ax1.plot(g["depth"], g["ssim"], marker="s", ls="--", label=f"{_short(class_name(c), 12)}: SSIM")
+        ax2.plot(g["depth"], g["p_noise"].clip(lower=1e-7), marker="o", label=_short(class_name(c), 12))
+    ax1.set_xlabel("blocks randomised (from the logits)", fontsize=8)
+    ax1.set_ylabel("similarity to intact", fontsize=8)
+    ax1.legend(fontsize=6)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("blocks randomised", fontsize=8)
+    ax2.set_ylabel("P(target), noise + map", fontsize=8)
+    for ax in (ax1, ax2):
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_backdoor_maps(bd, maps: Mapping[str, np.ndarray], trial: int, distribution: str, S: int = 16):
+    """One trial: a triggered test image, then the input-agnostic magnitude maps of the ten
+    classes of the poisoned and of the clean model (5 per row), trigger region outlined, the
+    attacked class's title in red with its anomaly index."""
+    from matplotlib.patches import Rectangle
+
+    from ..engine import MapStore
+
+    g = bd[(bd["trial"] == trial) & (bd["distribution"] == distribution)]
+    r0 = g.iloc[0]
+    t, ts, row, col = int(r0["target"]), int(r0["trigger_size"]), int(r0["row"]), int(r0["col"])
+    fig, axes = _figure(4, 6, cell=1.3)
+    d = BD.digits(S, seed=int(r0["seed"]))
+    trig = BD.Trigger(str(r0["pattern"]), ts, row, col)
+    for k, kind in enumerate(("poisoned", "clean")):
+        m = maps.get(f"{kind}_{distribution}")
+        h = g[g["kind"] == kind].set_index("class")
+        for c in range(10):
+            ax = axes[2 * k + c // 5, 1 + c % 5]
+            if m is not None:
+                ax.imshow(MapStore.dequantise(m[c]), cmap="magma", vmin=0, vmax=1)
+            ax.add_patch(Rectangle((col - 0.5, row - 0.5), ts, ts, fill=False, ec="c", lw=1.2))
+            ax.set_title(f"{c}: a={h.loc[c, 'anomaly']:.1f}", fontsize=7, color="r" if c == t else "k")
+        axes[2 * k, 0].imshow(trig.stamp(d.x_test[k]).squeeze(0).numpy() if k == 0 else d.x_test[k, 0].numpy(),
+                              cmap="gray", vmin=0, vmax=1)
+        axes[2 * k, 0].set_title("with trigger" if k == 0 else "clean image", fontsize=7)
+        axes[2 * k, 0].set_ylabel(f"{kind} model", fontsize=8)
+        axes[2 * k + 1, 0].axis("off")
+        axes[2 * k + 1, 0].text(0.0, 0.5, f"{kind} model\nattack success\n{100 * h['attack_success'].iloc[0]:.0f} %",
+                                fontsize=7, transform=axes[2 * k + 1, 0].transAxes, va="center")
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.02, wspace=0.08, hspace=0.4)
+    return fig
+
+
+def plot_backdoor_scores(bd, threshold: float):
+    """Per distribution: the anomaly index of the attacked class on each poisoned model and the
+    largest anomaly index on each clean model (threshold dashed); and the share of map mass
+    in the trigger region (attacked class, other classes, attacked class on the clean model)."""
+    from matplotlib.figure import Figure
+
+    det = detection(bd)
+    dists = list(dict.fromkeys(det["distribution"]))
+    fig = Figure(figsize=(7.3, 2.6 * len(dists) + 0.3), dpi=100)
+    axes = fig.subplots(len(dists), 2, squeeze=False)
+    for i, dist in enumerate(dists):
+        g = det[det["distribution"] == dist]
+        p, c = g[g["kind"] == "poisoned"], g[g["kind"] == "clean"]
+        ax = axes[i, 0]
+        ax.scatter(p["trial"], p["anomaly_target"].clip(upper=30), color="C3", s=18, label="attacked class, poisoned")
+        ax.scatter(p["trial"], p["anomaly_others"].clip(upper=30), color="C0", marker="x", s=18,
+                   label="largest other class, poisoned")
+        ax.scatter(c["trial"], np.maximum(c["anomaly_target"], c["anomaly_others"]).clip(upper=30), color="0.5",
+                   marker="s", s=12, label="largest, clean model")
+        ax.axhline(threshold, ls="--", color="k", lw=0.8)
+        ax.set_xlabel("trial", fontsize=8)
+        ax.set_ylabel(f"anomaly index ({dist})", fontsize=8)
+        ax.legend(fontsize=6)
+        ax = axes[i, 1]
+        groups = [p["mass_target"], p["mass_others"], c["mass_target"]]
+        ax.boxplot(groups, showfliers=False)
+        for k, v in enumerate(groups):
+            ax.scatter(np.full(len(v), k + 1) + np.linspace(-0.15, 0.15, len(v)), v, s=8, color="C3" if k == 0 else "0.4")
+        ax.set_xticks([1, 2, 3])
+        ax.set_xticklabels(["attacked class", "other classes\n(mean)", "attacked class,\nclean model"], fontsize=7)
+        ax.set_ylabel("map mass in trigger region", fontsize=8)
+        for a in axes[i]:
+            a.tick_params(labelsize=7)
+            a.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
