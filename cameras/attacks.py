@@ -512,11 +512,11 @@ def cameras_saliency(
     model: Any,
     images: Tensor,
     *,
+    targets: Tensor | None = None,
+    layer: str | nn.Module | None = None,
     normalize: Normalizer | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    targets: Tensor | None = None,
-    layer: str | nn.Module | None = None,
     **cameras_kwargs: Any,
 ) -> Tensor:
     """CAMERAS map ``Psi`` (B, H, W) in [0, 1] of the clean images for ``targets``.
@@ -638,35 +638,25 @@ def compare_attacks(
     model: Any,
     images: Tensor,
     *,
-    normalize: Normalizer | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
     saliency: Tensor | None = None,
     beta: float = PAPER_BETA,
+    penalty_norm: str = "l2",
     layer: str | nn.Module | None = None,
     cameras_kwargs: Mapping[str, Any] | None = None,
-    eps: float = 16 / 255,
-    alpha: float = 1 / 255,
-    max_iter: int = 300,
-    confidence: float = PAPER_CONFIDENCE,
-    random_start: bool = False,
-    seed: int = 0,
     image_ids: Sequence[Any] | None = None,
-    progress: bool = False,
-    penalty_norm: str = "l2",
-    step: str = "sign",
+    **pgd_kwargs: Any,
 ) -> Comparison:
     """Plain PGD vs the CAMERAS-focused PGD (Eq. 4), compared fairly.
 
     Protocol (everything identical except the penalty):
 
     * same model, same images, same **target label** (the least-likely label of the clean
-      image, computed once and given to both), same ``eps``, ``alpha``, ``max_iter``,
-      ``confidence`` and stopping rule, same start (the clean image, or the same seeded
-      random start);
+      image, computed once and given to both), same ``pgd_kwargs`` of :func:`pgd_attack`
+      (the normalisation, ``eps``, ``alpha``, ``max_iter``, ``confidence``, ``step``, the
+      start: the clean image, or the same seeded random start) and the stopping rule;
     * ``Psi`` is the CAMERAS map of the clean image for its predicted class, computed once
       (or given) and used only by the focused attack, with ``beta`` (paper: 50) and
-      ``penalty_norm``; ``step`` (the update rule) is shared by both attacks;
+      ``penalty_norm``;
     * success rates are reported for each attack over all images; the perturbation norms
       (pixel space, l2 per image over all channels, and l_inf) are compared **only over the
       images where both attacks succeeded**, paired per image (see
@@ -678,34 +668,21 @@ def compare_attacks(
     """
     import pandas as pd
 
-    pixel_model, base, norm = as_pixel_model(model, normalize, mean, std)
+    fixed = sorted(set(pgd_kwargs) & {"target", "labels", "stop_early"})
+    if fixed:
+        raise TypeError(f"compare_attacks sets {fixed} itself (least-likely target, early stop)")
+    norm_kw = {k: pgd_kwargs.pop(k, None) for k in ("normalize", "mean", "std")}
+    pixel_model, base, norm = as_pixel_model(model, **norm_kw)
     x = _check_images(images).to(_device_of(base))
-    layer = _default_layer(model, layer)
-    target = least_likely_labels(pixel_model, x)
     if saliency is None:
-        saliency = cameras_saliency(base, x, normalize=norm, layer=layer, **dict(cameras_kwargs or {}))
-    common = dict(
-        normalize=norm,
-        target=target,
-        eps=eps,
-        alpha=alpha,
-        max_iter=max_iter,
-        confidence=confidence,
-        random_start=random_start,
-        seed=seed,
-        stop_early=True,
-        progress=progress,
-        step=step,
-    )
+        saliency = cameras_saliency(base, x, normalize=norm, layer=_default_layer(model, layer),
+                                    **dict(cameras_kwargs or {}))
+    common = dict(normalize=norm, target=least_likely_labels(pixel_model, x), stop_early=True, **pgd_kwargs)
     plain = pgd_attack(base, x, **common)
     focused = pgd_attack(base, x, saliency=saliency, beta=beta, penalty_norm=penalty_norm, **common)
     ids = list(image_ids) if image_ids is not None else list(range(x.shape[0]))
     if len(ids) != x.shape[0]:
         raise ValueError(f"image_ids has {len(ids)} entries for {x.shape[0]} images")
-    rows = []
-    for r_p, r_f in zip(plain.rows("plain_", ids), focused.rows("focused_"), strict=True):
-        row = r_p | r_f
-        row["both_success"] = bool(row["plain_success"] and row["focused_success"])
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    rows = [r_p | r_f for r_p, r_f in zip(plain.rows("plain_", ids), focused.rows("focused_"), strict=True)]
+    df = pd.DataFrame([r | {"both_success": bool(r["plain_success"] and r["focused_success"])} for r in rows])
     return Comparison(rows=df, summary=summarize_comparison(df), plain=plain, focused=focused)

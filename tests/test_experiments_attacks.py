@@ -1,8 +1,13 @@
-"""cameras.experiments.attacks: rows of a tiny ci run, pairing, resume, figure data, paper-profile errors."""
+"""cameras.experiments.attacks: rows of a tiny ci run, pairing, resume, figure data, identity of the
+results, the committed offline results, paper-profile errors."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
@@ -96,29 +101,63 @@ def test_fig6_data_and_plots(tiny_run):
 
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="unknown profile"):
-        A.settings_for("fast")
+        A.settings("fast")
     with pytest.raises(ValueError, match="unknown setting"):
-        A.settings_for("ci", n_imgs=3)
+        A.settings("ci", n_imgs=3)
     with pytest.raises(ValueError, match="variant"):
-        A.settings_for("ci", variants=[{"beta": 1.0}])
-    s = A.settings_for("offline", n_images=None, models="efficientnet_lite0")
+        A.settings("ci", variants=[{"beta": 1.0}])
+    with pytest.raises(ValueError, match="penalty_norm"):
+        A.settings("ci", variants=[{"penalty_norm": "l1", "beta": 1.0}])
+    with pytest.raises(ValueError, match="max_iter"):
+        A.settings("ci", max_iter=0)
+    s = A.settings("offline", n_images=None, models="efficientnet_lite0")
     assert s["n_images"] == A.PROFILES["offline"]["n_images"] and s["models"] == ["efficientnet_lite0"]
     assert {"penalty_norm": "l2", "beta": 50.0} in A.PROFILES["offline"]["variants"]  # the paper's
+
+
+def test_changed_attack_settings_on_complete_results_are_an_error(tiny_run, monkeypatch):
+    from cameras.runs import SettingsMismatch
+
+    results, _ = tiny_run
+    monkeypatch.setattr(cameras.attacks, "pgd_attack", lambda *a, **k: pytest.fail("computed"))
+    with pytest.raises(SettingsMismatch, match="max_iter=3"):
+        A.run("ci", results=results, device="cpu", progress=False, **{**TINY, "max_iter": 5})
+    # batch sizes and the variants swept do not define the values of a row
+    assert len(A.run("ci", results=results, device="cpu", progress=False,
+                     **{**TINY, "batch_size": 1, "variants": TINY["variants"][:1]})) == 2
 
 
 def test_offline_images_are_spread_over_the_sample():
     pytest.importorskip("PIL")
     try:
-        items = A.image_items(A.settings_for("offline"), n=5)
+        items = A.items({**A.settings("offline"), "n_images": 5})
     except FileNotFoundError:
         pytest.skip("ImageNet sample not available")
     assert len(items) == 5 and len({it.label for it in items}) == 5
     assert items[0].label == 0 and items[-1].label == 999
 
 
+def test_committed_offline_results_load_without_computing(tmp_path, monkeypatch):
+    """attacks.csv also holds Lite2 rows (an unfinished GPU run): the offline profile's identity
+    check accepts the file, its rows and the figure load, and nothing is computed."""
+    stored = Path(__file__).resolve().parents[1] / "results" / "attacks"
+    try:
+        A.items(A.settings("offline"))
+    except FileNotFoundError:
+        pytest.skip("ImageNet sample not available")
+    shutil.copytree(stored, tmp_path / "attacks")
+    monkeypatch.setattr(cameras.attacks, "pgd_attack", lambda *a, **k: pytest.fail("computed"))
+    df = A.run("offline", results=tmp_path, device="cpu", progress=False)
+    assert len(df) == 2 * 120 * 6 and set(df["model"]) == {"efficientnet_lite0", "efficientnet_lite1"}
+    assert "efficientnet_lite2" in set(pd.read_csv(tmp_path / "attacks" / "attacks.csv")["model"])
+    d = A.fig6_data("offline", results=tmp_path)
+    assert d["ids"] == list(df["image"].iloc[:3]) and len(d["attacks"]) == 6
+    assert sorted(p.name for p in (tmp_path / "attacks").iterdir()) == sorted(p.name for p in stored.iterdir())
+
+
 def test_paper_profile_fails_early_without_data(monkeypatch):
     import cameras.models
-    from cameras.datasets import MissingDataError
+    from cameras.data import MissingDataError
 
     monkeypatch.delenv("CAMERAS_DATA_ROOT", raising=False)
     monkeypatch.setattr(cameras.models, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
@@ -127,7 +166,7 @@ def test_paper_profile_fails_early_without_data(monkeypatch):
 
 
 def test_paper_profile_names_the_imagenet_layout(tmp_path, monkeypatch):
-    from cameras.datasets import MissingDataError
+    from cameras.data import MissingDataError
 
     monkeypatch.setenv("CAMERAS_DATA_ROOT", str(tmp_path))
     with pytest.raises(MissingDataError, match="imagenet/val"):

@@ -1,6 +1,10 @@
-"""cameras.experiments.sanity: rows of a tiny ci run of the three checks, resume, figures."""
+"""cameras.experiments.sanity: rows of a tiny ci run of the three checks, resume, figures, the
+identity of each check's file, the committed offline results."""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +45,7 @@ def test_cascade_rows_and_maps(tiny_run):
     d0 = df[df["depth"] == 0]
     assert np.allclose(d0["value"], 1.0)  # depth 0: the untouched copy gives the same maps
     assert df["value"].notna().all()
-    maps = S.cascade_maps(S.settings_for("ci", **TINY), results=results)
+    maps = S.cascade_maps(S.settings("ci", **TINY), results=results)
     assert maps["methods"] == ["gradcam", "gradient"] and maps["depths"] == [0, 1, 2]
     assert maps["maps"]["gradient"].shape == (3, 1, 224, 224)
     assert isinstance(S.plot_cascade_maps(maps), Figure)
@@ -93,17 +97,56 @@ def test_second_call_resumes_without_computing(tiny_run, monkeypatch):
 
 def test_settings_and_errors(monkeypatch):
     with pytest.raises(ValueError, match="unknown setting"):
-        S.settings_for("ci", images_n=2)
-    with pytest.raises(ValueError, match="positive int"):
-        S.settings_for("ci", cascade_images=0)
-    with pytest.raises(ValueError, match="unknown check"):
+        S.settings("ci", images_n=2)
+    with pytest.raises(ValueError, match="cascade_images must be an int >= 1"):
+        S.settings("ci", cascade_images=0)
+    with pytest.raises(ValueError, match="checks must be one of"):
         S.run("ci", checks=("cascade", "pointing"))
-    from cameras.datasets import MissingDataError
+    with pytest.raises(ValueError, match="unknown saliency method|unknown method"):
+        S.settings("ci", cascade_methods=["gradcam", "nope"])
+    from cameras.data import MissingDataError
 
     monkeypatch.delenv("CAMERAS_DATA_ROOT", raising=False)
     with pytest.raises(MissingDataError):
         S.run("paper", device="cpu")
     assert S.PROFILES["offline"]["cascade_methods"] == ["cameras", "gradcam", "gradient", "guided_backprop"]
+    # method settings given on top of a profile's are merged per method
+    ms = S.settings("ci", method_settings={"rise": {"num_masks": 8}})["method_settings"]
+    assert ms["rise"]["num_masks"] == 8 and ms["excitation_backprop"] == {"strict": False}
+    assert S.settings("paper")["method_settings"] == {"cameras": {"sizes": list(range(224, 1000, 100))}}
+
+
+def test_each_file_has_its_own_identity(tiny_run, monkeypatch):
+    from cameras.runs import SettingsMismatch
+
+    results, _ = tiny_run
+    for fn in ("cascading_randomization", "adversarial_sanity", "class_sensitivity"):
+        monkeypatch.setattr(cameras.sanity, fn, lambda *a, **k: pytest.fail("computed"))
+    with pytest.raises(SettingsMismatch, match="adv_steps=2"):  # the attack defines the adversarial rows
+        S.run("ci", results=results, device="cpu", progress=False, **{**TINY, "adv_steps": 3})
+    with pytest.raises(SettingsMismatch, match="method_settings"):  # RISE's masks define its rows
+        S.run("ci", results=results, device="cpu", progress=False, checks=["class_sensitivity"],
+              **{**TINY, "method_settings": {"rise": {"num_masks": 8}}})
+    # ... but not the cascade's, nor the other checks' settings
+    again = S.run("ci", results=results, device="cpu", progress=False, checks=["cascade"],
+                  **{**TINY, "adv_steps": 3, "method_settings": {"rise": {"num_masks": 8}}})
+    assert list(again) == ["cascade"] and len(again["cascade"]) == 2 * 3 * 3
+
+
+def test_committed_offline_results_load_without_computing(tmp_path, monkeypatch):
+    stored = Path(__file__).resolve().parents[1] / "results" / "sanity"
+    try:
+        S.EXPERIMENT.units(S.settings("offline"))
+    except FileNotFoundError:
+        pytest.skip("ImageNet sample not available")
+    shutil.copytree(stored, tmp_path / "sanity")
+    for fn in ("cascading_randomization", "adversarial_sanity", "class_sensitivity"):
+        monkeypatch.setattr(cameras.sanity, fn, lambda *a, **k: pytest.fail("computed"))
+    res = S.run("offline", results=tmp_path, device="cpu", progress=False)
+    assert {k: len(v) for k, v in res.items()} == {"cascade": 1152, "adversarial": 3000, "class_sensitivity": 744}
+    maps = S.cascade_maps(S.settings("offline"), results=tmp_path)
+    assert maps["depths"] == [0, 1, 2, 3, 6, 11, 16, 21] and maps["maps"]["cameras"].shape == (8, 1, 224, 224)
+    assert sorted(p.name for p in (tmp_path / "sanity").iterdir()) == sorted(p.name for p in stored.iterdir())
 
 
 def test_fewer_depths_return_only_those_rows_and_redo_the_figure_maps(tiny_run):
@@ -111,5 +154,5 @@ def test_fewer_depths_return_only_those_rows_and_redo_the_figure_maps(tiny_run):
     kw = dict(TINY, cascade_depths=[0, 1])
     again = S.run("ci", results=results, device="cpu", progress=False, checks=("cascade",), **kw)
     assert sorted(again["cascade"]["depth"].unique()) == [0, 1]
-    maps = S.cascade_maps(S.settings_for("ci", **kw), results=results)
+    maps = S.cascade_maps(S.settings("ci", **kw), results=results)
     assert maps["depths"] == [0, 1] and maps["maps"]["gradcam"].shape[0] == 2

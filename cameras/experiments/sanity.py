@@ -1,322 +1,237 @@
 """Sanity checks of Fig. 1 (bottom) and Sec. 6.1 of the paper, and class sensitivity.
 
-Three checks from :mod:`cameras.sanity`, each writing its rows as it goes (resumable):
-
-1. **Cascading randomisation** (Adebayo et al., NeurIPS 2018; the paper's Fig. 1, bottom):
-   the blocks of the network are re-initialised from the logits down, and the maps of
-   CAMERAS, Grad-CAM, Gradient and Guided backprop are compared with the original ones
-   (Spearman rank correlation, SSIM, HOG similarity). Guided backprop is known to *fail*
-   this check (its maps stay similar to the original when the weights are random).
-   ``cascade.csv`` plus ``cascade_maps_<model>.npz`` (the maps of the first image at every
-   depth, for the figure).
-2. **Adversarial sanity check** -- the paper's Sec. 6.1 describes the idea (the pixels a
-   map ranks highest should be where an adversarial perturbation hurts most); the exact
-   protocol is in a supplement we do not have, so **the protocol is ours**
-   (:func:`cameras.sanity.adversarial_sanity`). ``adversarial.csv``.
-3. **Class sensitivity** (Rebuffi et al., CVPR 2020) for every method of the registry:
-   how much the map changes between the top-1 and the least-likely class.
-   ``class_sensitivity.csv``.
-
-Rows go to ``<results>/sanity/`` (``<results>/_ci/sanity/`` for the ci profile). Headless::
-
-    python -m cameras.experiments sanity --profile offline --device cuda
-
-Every method uses its registry default layer (:func:`cameras.methods.default_layers`: the
-model's last convolutional block for the CAM-type methods -- ``_head_act`` for EfficientNet-Lite,
-``layer4`` for ResNet-50 --, and the input for the backpropagation methods; excitation backprop
-has its own). ``cameras.methods`` (Grad-CAM, Gradient, Guided backprop, ...) needs TorchRay.
+The checks of :mod:`cameras.sanity`, one file each in ``<results>/sanity/``: ``cascade.csv``,
+cascading randomisation (Adebayo et al., NeurIPS 2018; Fig. 1, bottom), with the maps of the first
+images at every depth in ``cascade_maps_<model>.npz``; ``adversarial.csv``, the adversarial check
+of Sec. 6.1 (**our protocol**: the paper's is in a supplement we do not have); and
+``class_sensitivity.csv`` (Rebuffi et al., CVPR 2020). Methods use their registry default layer.
+Headless: ``python -m cameras.experiments sanity --profile offline --device cuda``.
 """
 
 from __future__ import annotations
 
-import os
-import time
+import functools
 from collections.abc import Mapping, Sequence
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..runs import ResultsWriter
-from ._common import profile_copy, results_subdir
-from .attacks import Item, check_data, image_items, load_pixels
+from ..engine import Check, Context, Experiment, MapStore, Table, Unit
 
-__all__ = [
-    "PROFILES",
-    "CASCADE_METHODS",
-    "SLOW_METHODS",
-    "settings_for",
-    "results_path",
-    "run",
-    "run_cascade",
-    "run_adversarial",
-    "run_class_sensitivity",
-    "cascade_maps",
-    "cascade_summary",
-    "adversarial_summary",
-    "class_summary",
-    "plot_cascade_maps",
-    "plot_cascade_curves",
-    "plot_adversarial",
-    "plot_class_sensitivity",
-]
+__all__ = ["EXPERIMENT", "PROFILES", "CHECKS", "CASCADE_METHODS", "SLOW_METHODS", "settings", "run",
+           "cascade_maps", "cascade_summary", "adversarial_summary", "class_summary",
+           "plot_cascade_maps", "plot_cascade_curves", "plot_adversarial", "plot_class_sensitivity"]
 
+CHECKS = ("cascade", "adversarial", "class_sensitivity")
 #: the methods of the cascade (the paper's Fig. 1 compares CAMERAS with these)
 CASCADE_METHODS = ["cameras", "gradcam", "gradient", "guided_backprop"]
 #: methods that need many forward passes per image: fewer images in class sensitivity
 SLOW_METHODS = ("rise", "extremal_perturbation")
+SELECTIONS = ("top", "random", "bottom")
+CLASS_METRICS = ("1-spearman", "1-ssim", "mad")
+_MMI = ("model", "method", "image")
 #: registry settings on EfficientNet-Lite: EBP refuses its linear bottlenecks unless strict=False
 _LITE_EBP = {"excitation_backprop": {"strict": False}, "contrastive_excitation_backprop": {"strict": False}}
-_PAPER_SIZES = list(range(224, 1000, 100))
-
-PROFILES: dict[str, dict[str, Any]] = {
-    "ci": {
-        "name": "ci",
-        "images": "skimage",
-        "photos": ["chelsea", "coffee"],
-        "cascade_models": ["efficientnet_lite0"],
-        "cascade_images": 2,
-        "cascade_methods": CASCADE_METHODS,
-        "cascade_depths": [0, 1, 2, 3, 6, 11, 16, 21],
-        "metrics": ["spearman", "ssim", "hog"],
-        "maps_images": 1,
-        "adversarial_models": ["efficientnet_lite0"],
-        "adversarial_images": 2,
-        "adversarial_methods": ["cameras", "gradcam", "gradient", "guided_backprop", "center"],
-        "ks": [5, 20, 50],
-        "adv_eps": 8 / 255,
-        "adv_alpha": 2 / 255,
-        "adv_steps": 5,
-        "n_random": 2,
-        "class_models": ["efficientnet_lite0"],
-        "class_images": 2,
-        "class_slow_images": 1,
-        "class_methods": "all",
-        "method_settings": {
-            "cameras": {"sizes": [224, 324]},
-            "rise": {"num_masks": 32, "batch_size": 32},
-            "extremal_perturbation": {"max_iter": 8, "areas": [0.1], "num_levels": 4},
-            **_LITE_EBP,
-        },
-        "batch_size": 2,
-        "workers": 1,
-        "seed": 0,
-    },
-    # Sized for a 2-core CPU, where the stored offline results were computed (a CAMERAS map at
-    # 8 sizes costs ~10 s an image there): the cascade on Lite0 at 8 of its 21 depths for 12
-    # images, the adversarial check on 40 images, class sensitivity on 20 (RISE / extremal
-    # perturbation on 4, with cheap settings). On a GPU, --set cascade_depths=null
-    # cascade_models=... cascade_images=... etc. runs the full checks.
-    "offline": {
-        "name": "offline",
-        "images": "imagenet_sample",
-        "cascade_models": ["efficientnet_lite0"],
-        "cascade_images": 12,
-        "cascade_methods": CASCADE_METHODS,
-        "cascade_depths": [0, 1, 2, 3, 6, 11, 16, 21],
-        "metrics": ["spearman", "ssim", "hog"],
-        "maps_images": 1,
-        "adversarial_models": ["efficientnet_lite0"],
-        "adversarial_images": 40,
-        "adversarial_methods": ["cameras", "gradcam", "gradient", "guided_backprop", "center"],
-        "ks": [1, 5, 10, 20, 50],
-        "adv_eps": 8 / 255,
-        "adv_alpha": 2 / 255,
-        "adv_steps": 10,
-        "n_random": 5,
-        "class_models": ["efficientnet_lite0"],
-        "class_images": 20,
-        "class_slow_images": 4,
-        "class_methods": "all",
-        "method_settings": {
-            "rise": {"num_masks": 500, "batch_size": 100},
-            "extremal_perturbation": {"max_iter": 100, "areas": [0.1]},
-            **_LITE_EBP,
-        },
-        "batch_size": 25,
-        "workers": 2,
-        "seed": 0,
-    },
-    "paper": {
-        "name": "paper",
-        "images": "imagenet_val",
-        "cascade_models": ["resnet50"],
-        "cascade_images": 100,
-        "cascade_methods": CASCADE_METHODS,
-        "cascade_depths": None,
-        "metrics": ["spearman", "ssim", "hog"],
-        "maps_images": 2,
-        "adversarial_models": ["resnet50"],
-        "adversarial_images": 500,
-        "adversarial_methods": ["cameras", "gradcam", "gradient", "guided_backprop", "center"],
-        "ks": [1, 5, 10, 20, 50],
-        "adv_eps": 8 / 255,
-        "adv_alpha": 2 / 255,
-        "adv_steps": 10,
-        "n_random": 5,
-        "class_models": ["resnet50"],
-        "class_images": 100,
-        "class_slow_images": 20,
-        "class_methods": "all",
-        "method_settings": {"cameras": {"sizes": _PAPER_SIZES}},
-        "batch_size": 25,
-        "workers": 12,
-        "seed": 0,
-    },
-}
-
-_INT_KEYS = ("cascade_images", "maps_images", "adversarial_images", "adv_steps", "n_random",
-             "class_images", "class_slow_images", "batch_size", "workers")
+#: the settings besides the methods' that define the rows of each check's file
+_IDENTITY = {"cascade": ("data", "seed"), "class_sensitivity": ("data",),
+             "adversarial": ("data", "seed", "batch_size", "ks", "adversarial_methods", "adv_eps",
+                             "adv_alpha", "adv_steps", "n_random")}
 
 
-def settings_for(profile: str | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
-    """The profile's settings (a copy) with ``overrides`` (``None`` values ignored)."""
-    s = profile_copy(PROFILES, profile, record_name=False)
-    known = set(PROFILES["offline"]) | {"sample_dir", "data_root", "photos"}
-    for k, v in overrides.items():
-        if k not in known:
-            raise ValueError(f"unknown setting {k!r} for the sanity experiment; known: {', '.join(sorted(known))}")
-        if v is not None:
-            s[k] = v
-    for k in _INT_KEYS:
-        if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 1:
-            raise ValueError(f"{k} must be a positive int, got {s[k]!r}")
-    for k in ("cascade_models", "adversarial_models", "class_models"):
-        if isinstance(s[k], str):
-            s[k] = [s[k]]
-    s.setdefault("name", "custom")
-    return s
+class Sanity(Experiment):
+    name = "sanity"
+    base = {"data": "imagenet_sample", "photos": None, "checks": list(CHECKS), "batch_size": 25, "workers": 2,
+            "cascade_models": ["efficientnet_lite0"], "cascade_images": 12, "cascade_methods": CASCADE_METHODS,
+            "cascade_depths": [0, 1, 2, 3, 6, 11, 16, 21], "metrics": ["spearman", "ssim", "hog"], "maps_images": 1,
+            "adversarial_models": ["efficientnet_lite0"], "adversarial_images": 40, "ks": [1, 5, 10, 20, 50],
+            "adversarial_methods": [*CASCADE_METHODS, "center"], "adv_eps": 8 / 255, "adv_alpha": 2 / 255,
+            "adv_steps": 10, "n_random": 5, "class_models": ["efficientnet_lite0"], "class_images": 20,
+            "class_slow_images": 4, "class_methods": "all", "method_settings": {}}
+    # offline: sized for the 2-core CPU that computed the stored results (CAMERAS at 8 sizes: ~10 s an
+    # image): Lite0, the cascade at 8 of its 21 depths for 12 images, the adversarial check on 40, class
+    # sensitivity on 20 (RISE / extremal perturbation on 4). On a GPU: --set cascade_depths=null etc.
+    profiles = {
+        "ci": {"data": "skimage", "photos": ["chelsea", "coffee"], "cascade_images": 2, "adversarial_images": 2,
+               "ks": [5, 20, 50], "adv_steps": 5, "n_random": 2, "class_images": 2, "class_slow_images": 1,
+               "method_settings": {"cameras": {"sizes": [224, 324]}, "rise": {"num_masks": 32, "batch_size": 32},
+                                   "extremal_perturbation": {"max_iter": 8, "areas": [0.1], "num_levels": 4},
+                                   **_LITE_EBP},
+               "batch_size": 2, "workers": 1},
+        "offline": {"method_settings": {"rise": {"num_masks": 500, "batch_size": 100},
+                                        "extremal_perturbation": {"max_iter": 100, "areas": [0.1]}, **_LITE_EBP}},
+        "paper": {"data": "imagenet_val", "cascade_models": ["resnet50"], "cascade_images": 100, "maps_images": 2,
+                  "cascade_depths": None, "adversarial_models": ["resnet50"], "adversarial_images": 500,
+                  "class_models": ["resnet50"], "class_images": 100, "class_slow_images": 20, "workers": 12,
+                  "method_settings": {"cameras": {"sizes": list(range(224, 1000, 100))}}}}
+    schema = {
+        "data": Check.choice("skimage", "imagenet_sample", "imagenet_val"),
+        "photos": lambda v, k: v and Check.listof(Check.text)(v, k), "checks": Check.listof(Check.choice(*CHECKS)),
+        "metrics": Check.listof(Check.choice("spearman", "spearman_abs", "ssim", "hog")),
+        "cascade_depths": lambda v, k: None if v is None else sorted(set(Check.listof(Check.natural)(v, k))),
+        "ks": Check.listof(Check.number), "adv_eps": Check.number, "adv_alpha": Check.number,
+        "class_methods": lambda v, k: v if v == "all" else Check.listof(Check.method)(v, k),
+        "method_settings": Check.method_settings, **{f"{c}_models": Check.listof(Check.model) for c in ("cascade", "adversarial", "class")},
+        **{f"{c}_methods": Check.listof(Check.method) for c in ("cascade", "adversarial")},
+        **{k: Check.positive for k in ("cascade_images", "maps_images", "adversarial_images", "adv_steps",
+                                       "n_random", "class_images", "class_slow_images", "batch_size", "workers")}}
+    tables = {"cascade": Table((*_MMI, "depth", "metric"), (*_MMI, "depth", "block", "metric", "value")),
+              "adversarial": Table((*_MMI, "k", "selection"), (*_MMI, "k", "selection", "label", "clean_conf",
+                                                               "conf", "drop", "full_drop", "flipped")),
+              "class_sensitivity": Table((*_MMI, "metric"), (*_MMI, "top1", "least_likely", "metric", "value",
+                                                             "settings"))}
+
+    def identity_of(self, s: Mapping[str, Any], file: str) -> dict[str, Any]:
+        """Per check: the settings of ``_IDENTITY`` and the method settings of its methods."""
+        check = file.removesuffix(".csv")
+        methods = _class_methods(s) if check == "class_sensitivity" else s[f"{check}_methods"]
+        ms = s.get("method_settings") or {}
+        return {**{k: s[k] for k in _IDENTITY[check]}, "method_settings": {m: ms[m] for m in methods if m in ms}}
+
+    def identity_from_meta(self, meta: Mapping[str, Any], file: str) -> dict[str, Any]:
+        s = dict(meta["settings"])  # written before the engine: "images" named the data
+        return self.identity_of({"data": s.pop("images", None), **s}, file)
+
+    def units(self, s: Mapping[str, Any]) -> list[Unit]:
+        """Per model: the cascade; batches of the adversarial check and, per method, of class sensitivity."""
+        out, bs, checks = [], s["batch_size"], s["checks"]
+        for model in s["cascade_models"] if "cascade" in checks else []:
+            its, n = _items(s, s["cascade_images"]), _n_blocks(model)  # depths: up to the number of blocks
+            depths = list(range(n + 1)) if s["cascade_depths"] is None else [d for d in s["cascade_depths"] if d <= n]
+            keys = product([model], s["cascade_methods"], [it.name for it in its], depths, s["metrics"])
+            out.append(Unit("cascade.csv", list(keys), model, (its, depths), "cascade"))
+        its = _items(s, s["adversarial_images"])
+        for model, i in product(s["adversarial_models"], range(0, len(its), bs)) if "adversarial" in checks else []:
+            names = [it.name for it in its[i : i + bs]]
+            keys = product([model], s["adversarial_methods"], names, map(float, s["ks"]), SELECTIONS)
+            out.append(Unit("adversarial.csv", list(keys), model, (i, its[i : i + bs]), "adversarial"))
+        for model, m in product(s["class_models"], _class_methods(s)) if "class_sensitivity" in checks else []:
+            its = _items(s, s["class_slow_images"] if m in SLOW_METHODS else s["class_images"])
+            out += [Unit("class_sensitivity.csv", list(product([model], [m], [it.name for it in its[i : i + bs]],
+                                                               CLASS_METRICS)), model, (m, its[i : i + bs]),
+                         "class_sensitivity") for i in range(0, len(its), bs)]
+        return out
+
+    def pending(self, s: Mapping[str, Any], folder: Path, units: Sequence[Unit]) -> list[Unit]:
+        todo = {id(u) for u in super().pending(s, folder, units)}
+        return [u for u in units if id(u) in todo or u.table == "cascade" and not _same_maps(
+            MapStore(folder).read(f"cascade_maps_{u.model}"), u.data[1], s["cascade_methods"])]
+
+    def compute(self, ctx: Context, unit: Unit):
+        return {"cascade": _cascade, "adversarial": _adversarial,
+                "class_sensitivity": _class_sensitivity}[unit.table](ctx, unit)
+
+    def load(self, s: Mapping[str, Any], results=None) -> dict[str, Any]:
+        """``{check: its rows}`` for the checks of ``s``."""
+        return {c: self.rows(s, results, units, table=c) for units in [self.units(s)] for c in s["checks"]}
 
 
-def results_path(settings: Mapping[str, Any], results: str | os.PathLike | None = None) -> Path:
-    """``<results>/sanity`` (``<results>/_ci/sanity`` for the ci profile)."""
-    return results_subdir("sanity", settings.get("name") == "ci", results)
+def _items(s: Mapping[str, Any], n: int):
+    from ..data import image_items
+
+    return image_items(s["data"], s.get("data_root"), n=n, photos=s.get("photos"))
 
 
-def _items(s: Mapping[str, Any], n: int) -> list[Item]:
-    return image_items(dict(s) | {"n_images": n})
+@functools.cache
+def _n_blocks(model: str) -> int:
+    from ..models import get_spec
+    from ..sanity import cascade_blocks
 
-
-def _method_settings(s: Mapping[str, Any], method: str) -> dict[str, Any]:
-    return dict(s.get("method_settings", {}).get(method, {}))
+    return len(cascade_blocks(get_spec(model).build(False)[0]))
 
 
 def _class_methods(s: Mapping[str, Any]) -> list[str]:
     from ..methods import names
 
-    m = s["class_methods"]
-    return names() if m == "all" else list(m)
+    return names() if s["class_methods"] == "all" else list(s["class_methods"])
 
 
-def _read(path: Path):
-    import pandas as pd
-
-    from ..runs import read_results
-
-    return read_results(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+def _settings(s: Mapping[str, Any], methods: Sequence[str]) -> dict[str, dict]:
+    return {m: dict(s["method_settings"].get(m, {})) for m in methods}
 
 
-# ----------------------------------------------------------------------------------------
-# 1. cascading randomisation
-# ----------------------------------------------------------------------------------------
-_CASCADE_COLS = ["model", "method", "image", "depth", "block", "metric", "value"]
+def _same_maps(d: Mapping[str, np.ndarray], depths: Sequence[int], methods: Sequence[str]) -> bool:
+    """Whether stored cascade maps hold these depths and methods (8-bit)."""
+    return bool(d) and [int(v) for v in d["depths"]] == list(depths) and [str(m) for m in d["methods"]] == list(
+        methods) and all(d.get(f"maps_{m}", np.zeros(0)).dtype == np.uint8 for m in methods)
 
 
-def run_cascade(s: Mapping[str, Any], out: Path, dev: torch.device, progress: bool = True):
-    """Cascading randomisation per model in ``cascade_models`` (see the module docstring)."""
-    from ..models import load_model
-    from ..sanity import cascade_blocks, cascading_randomization
+def _cascade(ctx: Context, unit: Unit):
+    """The missing rows; all methods on the first ``maps_images`` images too if the maps are missing."""
+    from .. import sanity as lib
 
-    csv = out / "cascade.csv"
-    items = _items(s, s["cascade_images"])
-    methods = list(s["cascade_methods"])
-    meta = {"experiment": "sanity/cascade", "settings": dict(s)}
-    evaluated: dict[str, list[int]] = {}
-    for name in s["cascade_models"]:
-        maps_file = out / f"cascade_maps_{name}.npz"
-        with ResultsWriter(csv, key=("model", "method", "image", "depth", "metric"), columns=_CASCADE_COLS,
-                           meta=meta, device=dev) as w:
-            depths = s["cascade_depths"]
-            lm = load_model(name, device=dev)
-            n_blocks = len(cascade_blocks(lm.model))
-            depths = list(range(n_blocks + 1)) if depths is None else sorted({d for d in depths if d <= n_blocks})
-            evaluated[name] = depths
-            if maps_file.exists() and not _same_maps(maps_file, depths, methods):
-                maps_file.unlink()  # saved for other depths or methods: redo the figure's maps
-            todo_m = [m for m in methods if any(not w.done((name, m, it.id, d, k)) for it in items
-                                                for d in depths for k in s["metrics"])]
-            if not maps_file.exists():
-                todo_m = methods  # the figure needs every method's maps
-            if not todo_m:
-                continue
-            todo_i = [it for it in items if any(not w.done((name, m, it.id, d, k)) for m in todo_m
-                                                for d in depths for k in s["metrics"])]
-            if not maps_file.exists() and items[: s["maps_images"]]:
-                first = items[: s["maps_images"]]
-                todo_i = first + [it for it in todo_i if it not in first]
-            t0 = time.time()
-            x = torch.stack([lm.preprocess(it.source) for it in todo_i])
-            settings = {m: _method_settings(s, m) for m in todo_m}
-            maps: dict = {}
-            df = cascading_randomization(
-                todo_m, lm.model, x.to(dev), settings=settings, metrics=tuple(s["metrics"]),
-                seed=s["seed"], batch_size=s["batch_size"], image_ids=[it.id for it in todo_i],
-                progress=progress, depths=depths, maps_out=maps, maps_images=s["maps_images"],
-                workers=s["workers"],
-            )
-            for row in df.to_dict("records"):
-                w.write({"model": name} | row)
-            if not maps_file.exists():
-                blocks = ["none"] + cascade_blocks(lm.model)
-                np.savez_compressed(
-                    maps_file,
-                    image=np.stack([lm.to_image(lm.preprocess(it.source)) for it in todo_i[: s["maps_images"]]]),
-                    ids=np.array([it.id for it in todo_i[: s["maps_images"]]]),
-                    methods=np.array(todo_m), depths=np.array(depths),
-                    blocks=np.array([blocks[d] for d in depths]),
-                    # maps in [0, 1] stored as 8-bit (1/255 steps): small enough to commit
-                    **{f"maps_{m}": np.round(255 * np.stack([maps[m][d].clamp(0, 1).numpy() for d in depths]))
-                       .astype(np.uint8)
-                       for m in todo_m},
-                )
-            if progress:
-                print(f"cascade: {name}: {len(todo_i)} images x {len(depths)} depths x {len(todo_m)} methods "
-                      f"in {time.time() - t0:.1f} s on {dev}")
-            del lm
-    df = _read(csv)
-    if df.empty:
-        return df
-    ids = [it.id for it in items]
-    in_depths = np.array([d in evaluated.get(m, ()) for m, d in zip(df["model"], df["depth"], strict=True)], dtype=bool)
-    return df[df["model"].isin(s["cascade_models"]) & df["method"].isin(methods) & df["image"].isin(ids)
-              & df["metric"].isin(s["metrics"]) & in_depths].reset_index(drop=True)
+    s, lm, (its, depths) = ctx.settings, ctx.model(unit.model), unit.data
+    store, name = MapStore(ctx.folder), f"cascade_maps_{lm.name}"
+    need_maps = not _same_maps(store.read(name), depths, s["cascade_methods"])
+
+    def missing(m, it) -> bool:
+        return any(not ctx.done(unit.file, (lm.name, m, it.name, d, k), unit.table)
+                   for d in depths for k in s["metrics"])
+
+    methods = [m for m in s["cascade_methods"] if need_maps or any(missing(m, it) for it in its)]
+    first = its[: s["maps_images"]] if need_maps else []
+    todo = first + [it for it in its[len(first):] if any(missing(m, it) for m in methods)]
+    x = torch.stack([lm.preprocess(it.source) for it in todo])
+    maps: dict = {}
+    df = lib.cascading_randomization(
+        methods, lm.model, x.to(lm.device), settings=_settings(s, methods), metrics=tuple(s["metrics"]),
+        seed=s["seed"], batch_size=s["batch_size"], image_ids=[it.name for it in todo], progress=ctx.progress,
+        depths=depths, maps_out=maps, maps_images=s["maps_images"], workers=s["workers"])
+    yield from ({"model": lm.name} | row for row in df.to_dict("records"))
+    if need_maps:
+        blocks = ["none", *lib.cascade_blocks(lm.model)]
+        store.write((name,), {
+            "image": np.stack([lm.to_image(lm.preprocess(it.source)) for it in first]),
+            "ids": np.array([it.name for it in first]), "methods": np.array(methods), "depths": np.array(depths),
+            "blocks": np.array([blocks[d] for d in depths]),
+            **{f"maps_{m}": MapStore.quantise(torch.stack([maps[m][d] for d in depths])) for m in methods}})
 
 
-def _same_maps(path: Path, depths: Sequence[int], methods: Sequence[str]) -> bool:
-    """Whether a saved ``cascade_maps_*.npz`` holds these depths and methods."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            same = [int(d) for d in z["depths"]] == list(depths) and [str(m) for m in z["methods"]] == list(methods)
-            return same and all(z[f"maps_{m}"].dtype == np.uint8 for m in methods)
-    except (OSError, KeyError, ValueError):
-        return False
+def _adversarial(ctx: Context, unit: Unit):
+    """The whole batch (its random draws depend on it); rows already in the file are skipped."""
+    from .. import sanity as lib
+
+    s, lm, (start, batch) = ctx.settings, ctx.model(unit.model), unit.data
+    x, methods = torch.stack([lm.denormalize(lm.preprocess(it.source)) for it in batch]), s["adversarial_methods"]
+    df = lib.adversarial_sanity(
+        methods, lm.model, x.to(lm.device), normalize=lm.normalize, settings=_settings(s, methods),
+        ks=[float(k) for k in s["ks"]], eps=s["adv_eps"], alpha=s["adv_alpha"], steps=s["adv_steps"],
+        n_random=s["n_random"], seed=s["seed"] + start, image_ids=[it.name for it in batch], progress=False)
+    yield from ({"model": lm.name} | row for row in df.to_dict("records"))
 
 
-def cascade_maps(s: Mapping[str, Any], results: str | os.PathLike | None = None, model: str | None = None):
-    """The saved cascade maps of ``model`` (default: the first cascade model) as a dict."""
+def _class_sensitivity(ctx: Context, unit: Unit):
+    from .. import sanity as lib
+    from ..methods import method_settings
+
+    s, lm = ctx.settings, ctx.model(unit.model)
+    (m, batch), kw = unit.data, _settings(s, unit.data[:1])
+    x = torch.stack([lm.preprocess(it.source) for it in batch]).to(lm.device)
+    df = lib.class_sensitivity({m: m}, lm.model, x, settings=kw, image_ids=[it.name for it in batch], progress=False)
+    recorded = method_settings(m, **kw[m])
+    yield from ({"model": lm.name} | row | {"settings": recorded} for row in df.to_dict("records"))
+
+
+EXPERIMENT = Sanity()
+PROFILES = EXPERIMENT.PROFILES
+settings = EXPERIMENT.settings
+run = EXPERIMENT.run
+
+
+def cascade_maps(s: Mapping[str, Any], results=None, model: str | None = None) -> dict[str, Any]:
+    """The stored cascade maps of ``model`` (default: the first): ``maps[method]`` (depths, n, H, W)."""
     model = model or s["cascade_models"][0]
-    path = results_path(s, results) / f"cascade_maps_{model}.npz"
-    with np.load(path, allow_pickle=False) as z:
-        d = {k: z[k] for k in z.files}
-    methods = [str(m) for m in d["methods"]]
-    return {
-        "model": model, "image": d["image"], "ids": [str(i) for i in d["ids"]], "methods": methods,
-        "depths": [int(v) for v in d["depths"]], "blocks": [str(b) for b in d["blocks"]],
-        "maps": {m: d[f"maps_{m}"].astype(np.float32) / 255 for m in methods},  # (depths, n, H, W) in [0, 1]
-    }
+    d = MapStore(EXPERIMENT.folder(s, results)).read(f"cascade_maps_{model}")
+    if not d:
+        raise FileNotFoundError(f"no cascade maps of {model} in the results: run the cascade first")
+    out = {k: [t(v) for v in d[k]] for k, t in (("ids", str), ("methods", str), ("depths", int), ("blocks", str))}
+    return {**out, "model": model, "image": d["image"],
+            "maps": {m: MapStore.dequantise(d[f"maps_{m}"]) for m in out["methods"]}}
 
 
+# -- summaries ----------------------------------------------------------------------------
 def cascade_summary(df):
     """Mean, std and quartiles over images per model, method, depth and metric."""
     g = df.groupby(["model", "method", "metric", "depth", "block"], sort=False)["value"]
@@ -325,58 +240,8 @@ def cascade_summary(df):
     return out.sort_values(["model", "method", "metric", "depth"]).reset_index(drop=True)
 
 
-# ----------------------------------------------------------------------------------------
-# 2. adversarial sanity check (our protocol)
-# ----------------------------------------------------------------------------------------
-_ADV_COLS = ["model", "method", "image", "k", "selection", "label", "clean_conf", "conf", "drop",
-             "full_drop", "flipped"]
-
-
-def run_adversarial(s: Mapping[str, Any], out: Path, dev: torch.device, progress: bool = True):
-    """Adversarial sanity check per model in ``adversarial_models`` (protocol: ours)."""
-    from ..models import load_model
-    from ..sanity import adversarial_sanity
-
-    csv = out / "adversarial.csv"
-    items = _items(s, s["adversarial_images"])
-    methods = list(s["adversarial_methods"])
-    ks = [float(k) for k in s["ks"]]
-    sels = ("top", "random", "bottom")
-    meta = {"experiment": "sanity/adversarial", "settings": dict(s)}
-    for name in s["adversarial_models"]:
-        with ResultsWriter(csv, key=("model", "method", "image", "k", "selection"), columns=_ADV_COLS,
-                           meta=meta, device=dev) as w:
-            todo = [it for it in items if any(not w.done((name, m, it.id, k, sel)) for m in methods
-                                              for k in ks for sel in sels)]
-            if not todo:
-                continue
-            t0 = time.time()
-            lm = load_model(name, device=dev)
-            bs = s["batch_size"]
-            for start in range(0, len(todo), bs):
-                batch = todo[start : start + bs]
-                x = load_pixels(lm, batch)
-                df = adversarial_sanity(
-                    methods, lm.model, x.to(dev), normalize=lm.normalize,
-                    settings={m: _method_settings(s, m) for m in methods},
-                    ks=ks, eps=s["adv_eps"], alpha=s["adv_alpha"], steps=s["adv_steps"], n_random=s["n_random"],
-                    seed=s["seed"] + start, image_ids=[it.id for it in batch], progress=False,
-                )
-                for row in df.to_dict("records"):
-                    w.write({"model": name} | row)
-            if progress:
-                print(f"adversarial: {name}: {len(todo)} images in {time.time() - t0:.1f} s on {dev}")
-            del lm
-    df = _read(csv)
-    if df.empty:
-        return df
-    return df[df["model"].isin(s["adversarial_models"]) & df["method"].isin(methods)
-              & df["image"].isin([it.id for it in items]) & df["k"].isin(ks)].reset_index(drop=True)
-
-
 def adversarial_summary(df):
-    """Mean confidence drop (top / random / bottom) per model, method and ``k``, and the share
-    of images ordered ``top > random > bottom`` (:func:`cameras.sanity.summarize_adversarial`)."""
+    """Mean drops per model, method and ``k``, and the share ordered top > random > bottom."""
     import pandas as pd
 
     from ..sanity import summarize_adversarial
@@ -391,54 +256,12 @@ def adversarial_summary(df):
     return out[["model"] + [c for c in out.columns if c != "model"]].reset_index(drop=True)
 
 
-# ----------------------------------------------------------------------------------------
-# 3. class sensitivity (Rebuffi et al. 2020)
-# ----------------------------------------------------------------------------------------
-_CLASS_COLS = ["model", "method", "image", "top1", "least_likely", "metric", "value", "settings"]
-
-
-def run_class_sensitivity(s: Mapping[str, Any], out: Path, dev: torch.device, progress: bool = True):
-    """Class sensitivity of every method (``class_methods``) per model in ``class_models``."""
-    from ..methods import method_settings
-    from ..models import load_model
-    from ..sanity import class_sensitivity
-
-    csv = out / "class_sensitivity.csv"
-    methods = _class_methods(s)
-    metrics = ("1-spearman", "1-ssim", "mad")
-    meta = {"experiment": "sanity/class_sensitivity", "settings": dict(s)}
-    all_ids = set()
-    for name in s["class_models"]:
-        with ResultsWriter(csv, key=("model", "method", "image", "metric"), columns=_CLASS_COLS,
-                           meta=meta, device=dev) as w:
-            lm = None
-            t0 = time.time()
-            for m in methods:
-                n = s["class_slow_images"] if m in SLOW_METHODS else s["class_images"]
-                items = _items(s, n)
-                all_ids |= {(m, it.id) for it in items}
-                todo = [it for it in items if any(not w.done((name, m, it.id, k)) for k in metrics)]
-                if not todo:
-                    continue
-                lm = lm or load_model(name, device=dev)
-                kw = _method_settings(s, m)
-                recorded = method_settings(m, **kw)
-                bs = s["batch_size"]
-                for start in range(0, len(todo), bs):
-                    batch = todo[start : start + bs]
-                    x = torch.stack([lm.preprocess(it.source) for it in batch]).to(dev)
-                    df = class_sensitivity({m: m}, lm.model, x, settings={m: kw},
-                                           image_ids=[it.id for it in batch], progress=False)
-                    for row in df.to_dict("records"):
-                        w.write({"model": name} | row | {"settings": recorded})
-                if progress:
-                    print(f"class sensitivity: {name}: {m}: {len(todo)} images ({time.time() - t0:.1f} s so far)")
-            del lm
-    df = _read(csv)
-    if df.empty:
-        return df
-    keep = np.array([(m, i) in all_ids for m, i in zip(df["method"], df["image"], strict=True)], dtype=bool)
-    return df[df["model"].isin(s["class_models"]) & keep].reset_index(drop=True)
+def _caveat(row) -> str:
+    m = row["method"]
+    return "; ".join(n for n, on in (
+        ("strict=False: EBP rules assume ReLU nets without linear bottlenecks", m in _LITE_EBP and "lite" in row["model"]),
+        ("ignores model and class (control: 0 by construction)", m == "center"),
+        ("fewer images (slow method)", m in SLOW_METHODS)) if on)
 
 
 def class_summary(df):
@@ -452,169 +275,76 @@ def class_summary(df):
     g = df.groupby(["model", "method", "metric"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
     wide = g.set_index(["model", "method", "metric"])[["mean", "std"]].unstack("metric")  # keeps all-NaN std
     wide.columns = [f"{metric} {stat}" for stat, metric in wide.columns]
-    n = g.groupby(["model", "method"])["count"].max().rename("n_images")
-    wide = wide.join(n).reset_index()
+    wide = wide.join(g.groupby(["model", "method"])["count"].max().rename("n_images")).reset_index()
     order = {m: i for i, m in enumerate(names())}
     wide = wide.sort_values(["model", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
-
-    def caveat(row) -> str:
-        notes = []
-        if row["method"] in ("excitation_backprop", "contrastive_excitation_backprop") and "lite" in row["model"]:
-            notes.append("strict=False: EBP rules assume ReLU nets without linear bottlenecks")
-        if row["method"] == "center":
-            notes.append("ignores model and class (control: 0 by construction)")
-        if row["method"] in SLOW_METHODS:
-            notes.append("fewer images (slow method)")
-        return "; ".join(notes)
-
-    wide["note"] = wide.apply(caveat, axis=1)
-    cols = ["model", "method", "n_images"] + [c for c in wide.columns if c.endswith(" mean") or c.endswith(" std")]
+    wide["note"] = wide.apply(_caveat, axis=1)
+    cols = ["model", "method", "n_images"] + [c for c in wide.columns if c.endswith((" mean", " std"))]
     return wide[cols + ["note"]].reset_index(drop=True)
 
 
-# ----------------------------------------------------------------------------------------
-# everything
-# ----------------------------------------------------------------------------------------
-def run(
-    profile: str | Mapping[str, Any] = "offline",
-    results: str | os.PathLike | None = None,
-    device: str = "auto",
-    progress: bool = True,
-    checks: Sequence[str] = ("cascade", "adversarial", "class_sensitivity"),
-    **overrides: Any,
-) -> dict[str, Any]:
-    """Run (or resume) the three checks; returns ``{check: DataFrame of its rows}``."""
-    from ..models import resolve_device
+# -- figures ------------------------------------------------------------------------------
+def plot_cascade_maps(data: Mapping[str, Any], image: int = 0):
+    """Fig. 1 (bottom) analogue: per method, the maps as blocks are randomised from the logits down."""
+    from ..plots import Panel, map_grid, method_label, model_label
 
-    s = settings_for(profile, **overrides)
-    bad = [c for c in checks if c not in ("cascade", "adversarial", "class_sensitivity")]
-    if bad:
-        raise ValueError(f"unknown check(s) {bad}; choose from cascade, adversarial, class_sensitivity")
-    dev = resolve_device(device)
-    check_data(s)  # the paper profile fails here, before any download
-    out = results_path(s, results)
-    out.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {}
-    t0 = time.time()
-    if "cascade" in checks:
-        res["cascade"] = run_cascade(s, out, dev, progress)
-    if "adversarial" in checks:
-        res["adversarial"] = run_adversarial(s, out, dev, progress)
-    if "class_sensitivity" in checks:
-        res["class_sensitivity"] = run_class_sensitivity(s, out, dev, progress)
-    if progress:
-        print(f"sanity: done in {time.time() - t0:.1f} s ({', '.join(f'{k}: {len(v)} rows' for k, v in res.items())})")
-    return res
-
-
-# ----------------------------------------------------------------------------------------
-# figures
-# ----------------------------------------------------------------------------------------
-_LABELS = {"cameras": "CAMERAS", "gradcam": "Grad-CAM", "gradient": "Gradient", "guided_backprop": "Guided BP",
-           "center": "center (control)"}
-
-
-def plot_cascade_maps(data: Mapping[str, Any], image: int = 0, max_cols: int = 9):
-    """Fig. 1 (bottom) analogue: one row per method, one column per randomisation depth."""
-    from matplotlib.figure import Figure
-
-    depths = data["depths"]
-    cols = list(range(len(depths)))
-    if len(cols) > max_cols:  # the first few depths and an even spread of the rest
-        head = cols[:4]
-        tail = np.linspace(4, len(cols) - 1, max_cols - 4).round().astype(int).tolist()
-        cols = sorted(set(head + tail))
-    methods = data["methods"]
-    fig = Figure(figsize=(1.55 * (len(cols) + 1), 1.65 * len(methods) + 0.4))
-    axes = np.atleast_2d(fig.subplots(len(methods), len(cols) + 1, squeeze=False))
-    for r, m in enumerate(methods):
-        axes[r, 0].imshow(data["image"][image])
-        axes[r, 0].set_ylabel(_LABELS.get(m, m), fontsize=8)
-        for c, ci in enumerate(cols):
-            ax = axes[r, c + 1]
-            ax.imshow(data["maps"][m][ci, image], cmap="jet", vmin=0, vmax=1)
-            if r == 0:
-                blk = data["blocks"][ci]
-                ax.set_title("original" if blk == "none" else f"+ {blk}", fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"{data['model']}: maps as blocks are randomised from the logits down (cumulative)", fontsize=9)
-    fig.tight_layout()
-    return fig
+    titles = ["original" if b == "none" else f"+ {b}" for b in data["blocks"]]
+    rows = [[Panel(image=data["image"][image], title="image")]] + [
+        [Panel(map=data["maps"][m][c, image], title=t) for c, t in enumerate(titles)] for m in data["methods"]]
+    return map_grid(rows, row_titles=[data["ids"][image]] + [method_label(m, short=True) for m in data["methods"]],
+                    title=f"{model_label(data['model'])}: maps as blocks are randomised from the logits down")
 
 
 def plot_cascade_curves(df, model: str | None = None):
-    """Similarity to the original maps against depth: mean over images with an interquartile band."""
-    from matplotlib.figure import Figure
+    """Similarity to the original maps against depth: mean over images, band 25-75 %."""
+    from ..plots import chart, legend_below, method_label, model_label
 
-    summ = cascade_summary(df)
-    model = model or summ["model"].iloc[0]
-    summ = summ[summ["model"] == model]
+    summ = cascade_summary(df).pipe(lambda d: d[d["model"] == (model or d["model"].iloc[0])])
     metrics = list(dict.fromkeys(summ["metric"]))
-    fig = Figure(figsize=(4.4 * len(metrics), 3.8))
-    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    fig, axes = chart(len(metrics), height_px=300)
     for ax, metric in zip(axes, metrics, strict=True):
-        for m, g in summ[summ["metric"] == metric].groupby("method", sort=False):
-            g = g.sort_values("depth")
-            line = ax.plot(g["depth"], g["mean"], "o-", ms=3, label=_LABELS.get(m, m))[0]
+        part = summ[summ["metric"] == metric]
+        for m, g in part.groupby("method", sort=False):
+            line = ax.plot(g["depth"], g["mean"], "o-", ms=3, label=method_label(m, short=True))[0]
             ax.fill_between(g["depth"], g["q25"], g["q75"], color=line.get_color(), alpha=0.15)
-        g0 = summ[summ["metric"] == metric].drop_duplicates("depth").sort_values("depth")
-        ax.set_xticks(g0["depth"])
-        ax.set_xticklabels(["orig." if b == "none" else b.replace("_blocks.", "b") for b in g0["block"]],
-                           rotation=90, fontsize=6)
-        ax.set_title(metric, fontsize=9)
-        ax.set_ylabel("similarity to the original map")
+        ticks = part.drop_duplicates("depth")
+        ax.set_xticks(ticks["depth"], ["orig." if b == "none" else b.replace("_blocks.", "b") for b in ticks["block"]],
+                      rotation=90)
+        ax.set(title=f"{model_label(summ['model'].iloc[0])}: {metric}")
         ax.axhline(0, color="k", lw=0.5)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{model}: cascading randomisation (mean over images, band: 25-75 %)", fontsize=9)
-    fig.tight_layout()
+    axes[0].set_ylabel("similarity to the original map")
+    legend_below(fig, axes=axes)
     return fig
 
 
 def plot_adversarial(df, model: str | None = None):
-    """Confidence drop against k (% of pixels perturbed) for top / random / bottom pixels."""
-    from matplotlib.figure import Figure
+    """Drop of the clean class's confidence against k, perturbing top / random / bottom pixels."""
+    from ..plots import chart, legend_below, method_label
 
-    summ = adversarial_summary(df)
-    model = model or summ["model"].iloc[0]
-    summ = summ[summ["model"] == model]
+    summ = adversarial_summary(df).pipe(lambda d: d[d["model"] == (model or d["model"].iloc[0])])
     methods = list(dict.fromkeys(summ["method"]))
-    fig = Figure(figsize=(3.2 * len(methods), 3.2))
-    axes = np.atleast_1d(fig.subplots(1, len(methods), sharey=True))
+    fig, axes = chart(len(methods), ncols=min(len(methods), 3), height_px=230, sharey=True)
     for ax, m in zip(axes, methods, strict=True):
         g = summ[summ["method"] == m].sort_values("k")
-        for sel, style in (("top", "o-"), ("random", "s--"), ("bottom", "v:")):
-            ax.plot(g["k"], g[sel], style, ms=4, label=sel)
-        ax.set_xscale("log")
+        for sel, style in zip(SELECTIONS, ("o-", "s--", "v:"), strict=True):
+            ax.plot(g["k"], g[sel], style, ms=4, label=f"{sel} pixels")
+        ax.set(xscale="log", title=method_label(m), xlabel="k: % of pixels perturbed")
+        ax.set_xticks(list(g["k"]), [f"{k:g}" for k in g["k"]], minor=False)
         ax.minorticks_off()
-        ax.set_xticks(list(g["k"]))
-        ax.set_xticklabels([f"{k:g}" for k in g["k"]])
-        ax.set_xlabel("k: % of pixels perturbed")
-        ax.set_title(_LABELS.get(m, m), fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mean drop of the clean class's confidence")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{model}: adversarial sanity check (our protocol)", fontsize=9)
-    fig.tight_layout()
+    axes[0].set_ylabel("mean confidence drop")
+    legend_below(fig, axes=axes)
     return fig
 
 
 def plot_class_sensitivity(summ):
-    """Bar chart of mean 1 - Spearman (top-1 vs least-likely map) per method, with std."""
-    from matplotlib.figure import Figure
+    """Mean 1 - Spearman (top-1 vs least-likely map) per method, with std (0: ignores the class)."""
+    from ..plots import bar_groups, chart, method_label, model_label
 
     models = list(dict.fromkeys(summ["model"]))
-    fig = Figure(figsize=(10, 3.4 * len(models)))
-    axes = np.atleast_1d(fig.subplots(len(models), 1))
+    fig, axes = chart(len(models), ncols=1, height_px=300)
     for ax, model in zip(axes, models, strict=True):
         g = summ[summ["model"] == model]
-        ax.bar(range(len(g)), g["1-spearman mean"], yerr=g["1-spearman std"].fillna(0), capsize=2, color="tab:blue")
-        ax.set_xticks(range(len(g)))
-        ax.set_xticklabels(g["method"], rotation=35, ha="right", fontsize=8)
-        ax.set_ylabel("1 - Spearman(top-1, least-likely)")
-        ax.set_title(f"{model}: class sensitivity (0 = the map ignores the class)", fontsize=9)
-        ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+        bar_groups(ax, [method_label(m, short=True) for m in g["method"]], {"1 − Spearman": g["1-spearman mean"]},
+                   errors={"1 − Spearman": g["1-spearman std"].fillna(0)})
+        ax.set(ylabel="1 − Spearman(top-1, least-likely)", title=f"{model_label(model)}: class sensitivity")
     return fig
