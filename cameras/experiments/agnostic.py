@@ -845,3 +845,44 @@ def plot_backdoor_scores(bd, threshold: float):
             a.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+#: what each parameter of the method means (for the chapter's table)
+PARAMETERS = {
+    "distribution": ("1", "𝒟", "distribution of the samples"),
+    "gaussian_std": ("1", "s", "std of the clipped Gaussian (distribution 'gaussian')"),
+    "lowres_factor": ("1", "f", "coarseness of the smooth noise (distribution 'lowres')"),
+    "n_samples": ("1", "N", "samples per class"),
+    "n_steps": ("2", "K", "nudging steps per sample"),
+    "step_size": ("2", "α", "nudging step, pixel units (RMS for 'l2')"),
+    "step_rule": ("2, 5", "s(g)", "step direction: 'l2' = g / rms(g), 'sign' = sign(g)"),
+    "accumulate": ("3", "G", "what is accumulated: unit gradients or displacements"),
+    "norm": ("4", "p", "norm of the projection"),
+    "radius": ("4", "ε", "radius of the ball, pixel units (images in [0, 1])"),
+    "refine_steps": ("5", "R", "refinement steps"),
+    "refine_samples": ("5", "M", "fresh samples per refinement step (None: N)"),
+    "refine_step_size": ("5", "β", "refinement step, in units of the ball's RMS scale"),
+    "smooth_sigma": ("5", "ς", "Gaussian blur of the refinement step, pixels (0: none)"),
+}
+
+
+def parameter_table(cfg: Mapping[str, Any], backdoor: Mapping[str, Any] | None = None):
+    """The method's parameters: step, symbol, meaning and value (ImageNet maps, and the
+    backdoor experiment's maps when ``backdoor`` is given)."""
+    import pandas as pd
+
+    rows = []
+    for k, (step, sym, what) in PARAMETERS.items():
+        row = {"step": step, "symbol": sym, "parameter": k, "meaning": what, "ImageNet maps": _fmt(cfg.get(k))}
+        if backdoor is not None:
+            row["backdoor maps"] = _fmt(backdoor.get(k))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "None"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
