@@ -416,7 +416,8 @@ def _annotate(panel, title: str, lut):
     W, H = panel.size
     fs = int(min(max(12, W / 45), 160))
     pad = max(2, fs // 3)
-    band = Image.new("RGB", (W, 3 * fs + 4 * pad), "white")
+    y0 = 2 * pad + int(1.25 * fs)  # colour bar below the title line
+    band = Image.new("RGB", (W, y0 + fs + pad), "white")
     draw = ImageDraw.Draw(band)
     font = _fit_font(draw, title, W - 2 * pad, fs)
     draw.text((pad, pad), title, fill="black", font=font)
@@ -424,7 +425,6 @@ def _annotate(panel, title: str, lut):
     label0 = draw.textlength("saliency 0", font=small)
     label1 = draw.textlength("1", font=small)
     x0, x1 = int(2 * pad + label0), int(W - 2 * pad - label1)
-    y0 = 2 * pad + fs
     if x1 > x0 + 1:
         bar = lut[np.linspace(0, 255, x1 - x0).round().astype(int)][None].repeat(fs, axis=0)
         band.paste(Image.fromarray(bar), (x0, y0))

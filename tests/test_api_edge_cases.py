@@ -311,3 +311,17 @@ print("loaded torchray:", any(k.startswith("torchray.") for k in sys.modules))
                 "pip install 'cameras[paper]'") in out
     assert "cli 0" in out and "loaded torchray: False" in out
     assert (tmp_path / "o" / "coffee_map.npy").is_file()
+
+
+def test_tutorial_shows_the_code_it_runs():
+    """The five lines the tutorial page shows are the ones its (collapsed) code cell runs."""
+    import json
+    import re
+
+    nb = json.loads((REPO / "notebooks" / "tutorial_own_model.ipynb").read_text())
+    shown = [m for c in nb["cells"] if c["cell_type"] == "markdown"
+             for m in re.findall(r"```python\n(.*?)```", "".join(c["source"]), re.S)]
+    runs = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    assert len(shown) == 1 and len(shown[0].strip().splitlines()) == 5
+    assert any(src.startswith(shown[0].strip()) for src in runs)
+    assert "tempfile.mkdtemp" in "".join(runs)  # outputs go to a temporary folder
