@@ -154,6 +154,15 @@ def test_cascade_detects_weight_independent_method_and_leaves_model_untouched():
     assert sp[3] < sp[0] - 0.1
 
 
+def test_cascade_restores_the_train_mode_and_evaluates_in_eval_mode():
+    model, x = nn.Sequential(small_cnn(), nn.Dropout(0.9)), images(2)  # dropout: train mode would be random
+    model.train()
+    df = cascading_randomization({"gradient": input_gradient}, model, x, depths=[0], metrics=("spearman",),
+                                 progress=False)
+    assert model.training and all(m.training for m in model.modules())
+    assert np.allclose(df["value"], 1.0)  # the reference and the copy are both evaluated in eval mode
+
+
 def test_cascade_max_depth_and_registry_method():
     model, x = small_cnn(), images(2)
     df = cascading_randomization(["gradient"], model, x, max_depth=1, metrics=("spearman",),
