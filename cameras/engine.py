@@ -357,6 +357,8 @@ class Context:
         self.exp, self.settings, self.folder = exp, settings, folder
         self.device, self.progress = device, progress
         self.maps = MapStore(folder / "maps")
+        #: anything a chapter computes once per run and reuses across units (e.g. its grids)
+        self.cache: dict[str, Any] = {}
         self._model: tuple[str, Any] | None = None
         self._writers: dict[str, ResultsWriter] = {}
 

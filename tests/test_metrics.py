@@ -472,3 +472,22 @@ def test_insertion_deletion_on_a_known_model():
     assert 0 < cb[0, 0] < 1
     with pytest.raises(ValueError):
         insertion_deletion(RegionNet(), img, good, 0, "sideways", **kw)
+
+
+def test_wilson_and_bootstrap_intervals():
+    from cameras.metrics import bootstrap_ci, wilson
+
+    for k, n in ((0, 10), (10, 10), (7, 20), (1, 3)):
+        lo, hi = wilson(k, n)
+        assert 0 <= lo <= k / n <= hi <= 1
+    assert wilson(7, 20)[0] == pytest.approx(0.1812, abs=1e-3)
+    assert all(math.isnan(v) for v in wilson(0, 0))
+    with pytest.raises(ValueError):
+        wilson(3, 2)
+    v = np.random.default_rng(0).normal(1.0, 1.0, 400)
+    lo, hi = bootstrap_ci(v)
+    assert lo < v.mean() < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.25)
+    assert bootstrap_ci(v) == bootstrap_ci(v)  # seeded
+    pairs = np.stack([v, v + np.random.default_rng(1).normal(0, 0.1, 400)], 1)
+    lo, hi = bootstrap_ci(pairs, stat=lambda p: np.corrcoef(p[:, 0], p[:, 1])[0, 1])
+    assert 0.98 < lo < hi <= 1

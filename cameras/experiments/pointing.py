@@ -230,7 +230,7 @@ def _grids(ctx: Context, lm):
     from ..data import image_items
     from ..metrics import make_grids
 
-    cache, s = vars(ctx).setdefault("_grids", {}), ctx.settings
+    cache, s = ctx.cache.setdefault("grids", {}), ctx.settings
     if lm.name not in cache:
         cache.clear()
         items = image_items("imagenet_sample", s["data_root"], n=s["candidates"])
@@ -304,7 +304,7 @@ def summary(rows):
     interval) and the method's ``settings`` in words (:func:`settings_note`)."""
     import pandas as pd
 
-    from ..backdoor import wilson
+    from ..metrics import wilson
 
     out = []
     for (model, method), g in (() if rows is None else rows.groupby(["model", "method"], sort=False)):

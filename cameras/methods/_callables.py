@@ -7,13 +7,13 @@ chunks and checks what it returns.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..hooks import eval_mode  # noqa: F401  (re-exported for the checks)
 from ._registry import info, saliency
 
 __all__ = ["MapFn", "map_functions", "compute_maps", "device_of", "eval_mode", "check_images", "ids_or_range"]
@@ -106,17 +106,6 @@ def device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode inside the ``with`` block; its train/eval mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def check_images(images: Tensor, name: str = "images") -> Tensor:

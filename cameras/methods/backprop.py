@@ -27,7 +27,11 @@ method here runs the whole batch at once. TorchRay's probes, ``torch.relu`` patc
 **Activations other than ReLU.** TorchRay's guided backprop and deconvnet replace
 ``torch.relu`` only. Networks built from ``nn.ReLU6`` modules (EfficientNet-Lite, MobileNet-V2)
 get the same rule on their ReLU6 modules here, through forward hooks (guided: pass positive
-gradients where ``0 <= x <= 6``; deconvnet: pass positive gradients). Other activation
+gradients where ``0 <= x <= 6``; deconvnet: pass positive gradients). The DeConvNet rule
+ignores the input, so it passes a positive gradient *through the cap at 6* as well, where the
+plain gradient is 0: this is our choice of extending "backward ReLU on the signal" to
+ReLU6 (the cap is an input-dependent gate, which DeConvNet's rule never looks at); guided
+backprop, which gates by the input, zeroes it above 6. Other activation
 modules (SiLU/Swish, GELU, Hardswish, ...) have no rule: these two methods and excitation
 backprop raise a ``ValueError`` unless called with ``strict=False`` (then those activations
 backpropagate the plain gradient). Excitation backprop also refuses ReLU6 /

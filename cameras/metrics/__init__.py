@@ -9,6 +9,7 @@ module                      metrics
 :mod:`.insertion_deletion`  insertion / deletion AUC (Petsiuk et al. 2018)
 :mod:`.similarity`          Spearman, SSIM, HOG, IoU of top pixels, top-mass, entropy, ...
 :mod:`.class_sensitivity`   top-1 vs least-likely class maps (Rebuffi et al. 2020)
+:mod:`.intervals`           Wilson intervals of rates, bootstrap intervals of means
 ==========================  ===========================================================
 
 Each module describes its metrics with a :class:`MetricInfo` (display name, unit, which way
@@ -35,6 +36,7 @@ from .grid import (
     make_grids,
 )
 from .insertion_deletion import auc, insertion_deletion, pixel_counts
+from .intervals import bootstrap_ci, wilson
 from .similarity import (
     METRICS,
     entropy,
@@ -62,7 +64,7 @@ __all__ = [
     "MetricInfo", "metric_info", "class_sensitivity", "map_density", "masked_images", "auc",
     "insertion_deletion", "pixel_counts", "METRICS", "entropy", "high_frequency_share",
     "hog_similarity", "iou_top", "map_similarities", "spearman", "spearman_abs", "ssim",
-    "top_mass", "saliency_point", "GRID_COLUMNS", "Grids", "confident_indices",
+    "top_mass", "wilson", "bootstrap_ci", "saliency_point", "GRID_COLUMNS", "Grids", "confident_indices",
     "grid_cell_bounds", "grid_pointing_game", "grid_pointing_rows", "make_grids", *_WHERE,
 ]
 

@@ -88,6 +88,9 @@ def saliency_point(maps: Tensor) -> Tensor:
         maps = maps[None]
     if maps.dim() == 4:
         maps = maps[:, 0]
+    if bool(torch.isnan(maps).any()):
+        raise ValueError("maps contain NaN: a map with NaN points nowhere (use "
+                         "cameras.core.normalize_maps, or torch.nan_to_num, first)")
     w = maps.shape[-1]
     flat = maps.reshape(maps.shape[0], -1)
     # torch.argmax does not promise the first index on ties; use it explicitly

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..hooks import eval_mode
 from ..methods._callables import check_images, compute_maps, device_of, ids_or_range, map_functions
 from ._info import MetricInfo, describe
 from .similarity import _minmax, spearman, ssim
@@ -61,13 +62,11 @@ def class_sensitivity(
     ids = ids_or_range(image_ids, images.shape[0])
     device = device_of(model)
     x = images.to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = model(x)
-        top, ll = logits.argmax(1), logits.argmin(1)
-        rows: list[dict[str, Any]] = []
+    with eval_mode(model), torch.no_grad():
+        logits = model(x)
+    top, ll = logits.argmax(1), logits.argmin(1)
+    rows: list[dict[str, Any]] = []
+    with eval_mode(model):
         for n, fn in tqdm(fns.items(), desc="class sensitivity (methods)", disable=not progress):
             m_top = compute_maps(fn, model, x, top, batch_size, n)
             m_ll = compute_maps(fn, model, x, ll, batch_size, n)
@@ -78,6 +77,4 @@ def class_sensitivity(
                 for metric, v in vals.items():
                     rows.append(dict(method=n, image=ids[i], top1=int(top[i]), least_likely=int(ll[i]),
                                      metric=metric, value=v))
-    finally:
-        model.train(was_training)
     return pd.DataFrame(rows, columns=["method", "image", "top1", "least_likely", "metric", "value"])
