@@ -12,6 +12,8 @@ in the file. After a crash or Ctrl-C the same call continues where it stopped. T
   ``<name>.meta.json``. Opening a file that has rows with another identity raises
   :class:`SettingsMismatch` naming the settings that differ, so old rows are never returned as
   if computed under new settings (:func:`check_identity` makes the same check for a reader).
+  An identity may hold ``methods``, ``{method: its settings}``: those define the rows of
+  each method, so a run may add a method to a file but never change a stored method's settings.
 * **One parser.** The CSV is read with :mod:`csv` (quoted newlines and commas are data) while
   the byte offset of every complete record is tracked (:func:`scan_csv`). Only the *tail*
   after the last complete record can be damaged by a crash (a row written in part, possibly
@@ -315,13 +317,29 @@ def check_identity(path: str | os.PathLike, identity: Mapping[str, Any] | None,
         raise SettingsMismatch(
             f"{path} has {len(scan.rows)} rows but does not record the settings they were computed "
             f"with, so they cannot be checked against this run: {fresh}")
-    asked = _plain(dict(identity))
-    differ = sorted(k for k in set(stored) | set(asked) if stored.get(k, None) != asked.get(k, None))
+    if isinstance(identity.get("methods"), dict) and not isinstance(stored.get("methods"), dict):
+        raise SettingsMismatch(
+            f"{path} has {len(scan.rows)} rows but does not record the settings of its methods, "
+            f"so they cannot be checked against this run: {fresh}")
+    asked, stored = _flat(_plain(dict(identity))), _flat(stored)
+    differ = sorted(k for k in set(stored) | set(asked) if stored.get(k, None) != asked.get(k, None)
+                    and not (k.startswith("methods.") and (k not in stored or k not in asked)))
     if differ:
         raise SettingsMismatch(
             f"{path} holds {len(scan.rows)} rows computed with {_describe(stored, differ)}; this run "
             f"asks for {_describe(asked, differ)}. Its rows would be returned as if computed "
             f"under the new settings: {fresh}")
+
+
+def _flat(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity with its ``methods`` entry (``{method: settings}``) spread into
+    ``methods.<name>`` keys: a method's settings define that method's rows only, so a method
+    one side has and the other has not is no mismatch (it adds rows), but a method both have
+    must have the same settings."""
+    out = {k: v for k, v in identity.items() if k != "methods" or not isinstance(v, dict)}
+    if isinstance(identity.get("methods"), dict):
+        out.update({f"methods.{m}": v for m, v in identity["methods"].items()})
+    return out
 
 
 def done_keys(path: str | os.PathLike, key: Sequence[str], scan: Scan | None = None) -> set[tuple[str, ...]]:
@@ -499,6 +517,11 @@ class ResultsWriter:
         doc["format"] = FORMAT
         if self.identity is not None and "identity" not in doc:
             doc["identity"] = self.identity
+        elif self.identity is not None and isinstance(self.identity.get("methods"), dict):
+            # a method this session adds rows for joins the file's identity
+            doc["identity"].setdefault("methods", {})
+            for m, v in self.identity["methods"].items():
+                doc["identity"]["methods"].setdefault(m, v)
         sessions = doc.setdefault("sessions", [])
         meta = _plain(self.meta)
         if sessions and self.meta and sessions[0].get("meta") != meta:

@@ -314,3 +314,31 @@ def test_a_second_writer_is_refused(tmp_path):
     with ResultsWriter(path, identity={"a": 1}) as w2:  # free again after close
         w2.write(_row(1))
     assert len(read_results(path)) == 2
+
+
+def test_identity_methods_may_be_added_but_not_changed(tmp_path):
+    from cameras.runs import SettingsMismatch, check_identity
+
+    path = tmp_path / "res.csv"
+    ident = {"sizes": [1, 2], "methods": {"rise": {"num_masks": 8, "scores": "softmax"}}}
+    _write(path, [_row(0)], identity=ident)
+    more = {"sizes": [1, 2], "methods": {"rise": {"num_masks": 8, "scores": "softmax"}, "g": {}}}
+    check_identity(path, more)  # a new method adds rows
+    check_identity(path, {"sizes": [1, 2], "methods": {"g": {}}})  # a subset reads its own rows
+    with ResultsWriter(path, identity=more, columns=["model", "method", "image", "target", "v"]) as w:
+        w.write(_row(1))
+    stored = json.loads(meta_path(path).read_text())["identity"]
+    assert stored["methods"] == more["methods"]  # the new method joined the file's identity
+    with pytest.raises(SettingsMismatch, match="methods.rise="):
+        check_identity(path, {"sizes": [1, 2], "methods": {"rise": {"num_masks": 8, "scores": "sigmoid"}}})
+    with pytest.raises(SettingsMismatch, match="sizes="):
+        check_identity(path, {"sizes": [1], "methods": {}})
+
+
+def test_a_file_without_method_settings_cannot_vouch_for_them(tmp_path):
+    from cameras.runs import SettingsMismatch, check_identity
+
+    path = tmp_path / "res.csv"
+    _write(path, [_row(0)], identity={"sizes": [1]})
+    with pytest.raises(SettingsMismatch, match="settings of its methods"):
+        check_identity(path, {"sizes": [1], "methods": {"g": {}}})
