@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from cameras.images import load_batch, load_image
-from cameras.viz import as_map, colorize, overlay, show_maps
+from cameras.viz import as_map, colorize, overlay
 
 
 def rgb(img: Image.Image) -> np.ndarray:
@@ -245,18 +245,3 @@ def test_as_map_normalises_out_of_range():
     assert np.all(as_map(np.full((3, 3), 7.0)) == 0)
     with pytest.raises(ValueError, match="2-D"):
         as_map(np.zeros((2, 3, 3)))
-
-
-def test_show_maps_grid_and_png(tmp_path):
-    from matplotlib.figure import Figure
-
-    img = np.zeros((16, 16, 3), np.uint8)
-    fig = show_maps(img, {"A": np.random.rand(4, 4), "B": np.random.rand(16, 16)})
-    assert isinstance(fig, Figure) and len(fig.axes) == 3
-    fig = show_maps([img, img], {"A": [np.eye(4), np.eye(4)]}, row_titles=["x", "y"],
-                    save=tmp_path / "grid.png")
-    assert len(fig.axes) == 4 and (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(ValueError, match="PNG"):
-        show_maps(img, np.eye(4), save=tmp_path / "grid.svg")
-    with pytest.raises(ValueError, match="one per image"):
-        show_maps([img, img], {"A": [np.eye(4)]})
