@@ -49,7 +49,7 @@ def test_ci_run_writes_every_table(ci_run):
     assert (bounded["norm_value"] >= s["agnostic"]["radius"] * (1 - 1e-6)).all()
     assert len(r["cameras"]) == len(s["classes"])
     assert len(r["sanity"]) == len(s["sanity_classes"]) * len(s["sanity_depths"])
-    assert (r["sanity"].query("depth == 0")["spearman"] == 1).all()
+    assert (r["sanity"].query("depth == 0")["spearman"] - 1).abs().max() < 1e-9
     bd = r["backdoor"]
     assert len(bd) == s["backdoor_trials"] * 2 * len(s["backdoor_distributions"]) * 10
     assert bd["trigger_mass"].between(0, 1).all() and len(r["imagenet_backdoor"]) == 0
