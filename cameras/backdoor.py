@@ -270,7 +270,7 @@ def anomaly_index(scores: Sequence[float] | np.ndarray) -> np.ndarray:
     med = np.median(s)
     mad = 1.4826 * np.median(np.abs(s - med))
     if mad == 0:
-        return np.where(s == med, 0.0, np.sign(s - med) * np.inf)
+        return np.where(s > med, np.inf, np.where(s < med, -np.inf, 0.0))
     return (s - med) / mad
 
 
