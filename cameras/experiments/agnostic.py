@@ -29,7 +29,11 @@ for the ``ci`` profile):
   anomaly index over the classes. A model is *flagged* when its largest anomaly index exceeds
   ``anomaly_threshold``; a detection is a flag of the attacked class on the poisoned model.
 
-The ``paper`` profile also runs ``imagenet_backdoor_trials`` fine-tunings of
+Profiles: ``ci`` (EfficientNet-Lite0, two classes at 64 px, tiny settings: seconds), ``offline``
+(EfficientNet-Lite0/1/2, twelve classes, computed on a 2-core CPU and committed), ``paper``
+(adds torchvision ResNet-50 and DenseNet-121, more samples and steps, all other images of the
+sample, 100 backdoor trials; for a GPU). The ``paper`` profile also runs
+``imagenet_backdoor_trials`` fine-tunings of
 EfficientNet-Lite0 on the ImageNet sample with a trigger
 (:func:`cameras.backdoor.finetune_backdoor`, ``backdoor_imagenet.csv``): meant for a GPU, not
 run on the CPU profiles.
@@ -123,6 +127,9 @@ class AgnosticExperiment(Experiment):
         },
         "offline": {},
         "paper": {
+            # torchvision models need their ImageNet weights (downloaded on first use; without
+            # them load_model fails before anything is computed, naming the file)
+            "models": ["resnet50", "densenet121", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
             "agnostic": {"n_samples": 64, "n_steps": 20, "step_size": 0.02, "norm": "inf", "radius": 0.25,
                          "refine_steps": 200, "refine_step_size": 0.1},
             "n_real": 999, "n_noise": 500, "cameras_sizes": 7, "backdoor_trials": 100,
