@@ -343,7 +343,7 @@ def test_normgrad_is_the_norm_of_a_virtual_identity_convs_weight_gradient(resnet
         h.remove()
     assert torch.allclose(gw[:, :, 0, 0], outer.sum((0, 1, 2)), rtol=1e-3, atol=1e-5)
     expect = normalize_maps(upsample(normgrad_map(A, G), (H, H)))
-    assert torch.allclose(saliency("normgrad", resnet, x, t), expect, atol=1e-5)
+    assert torch.allclose(saliency("normgrad", resnet, x, t, layer="layer4"), expect, atol=1e-5)
 
 
 # -- TorchRay pointwise methods ----------------------------------------------------------
@@ -465,6 +465,39 @@ def test_default_layer_table():
     with pytest.raises(ValueError, match="known"):
         default_layers("alexnet")
     assert set(vgg) == set(EXPECTED_NAMES)
+    # NormGrad: the end of the penultimate stage (the CAMERAS paper's Table 1 NormGrad row
+    # equals the NormGrad authors' pointing accuracy at VGG16 features.22 / ResNet-50 layer3)
+    assert vgg["normgrad"] == "features.22" and r["normgrad"] == "layer3"
+    assert default_layers("vgg16_bn")["normgrad"] == "features.32"
+    assert default_layers("densenet121")["normgrad"] == "features.denseblock3"
+    assert default_layers("inception_v3")["normgrad"] == "Mixed_6e"
+    assert e["normgrad"] == "_blocks.10" and default_layers("efficientnet_lite2")["normgrad"] == "_blocks.14"
+
+
+@pytest.mark.parametrize("arch,size,grid,last", [
+    ("vgg16", 224, 28, 14), ("resnet50", 224, 14, 7), ("densenet121", 224, 14, 7),
+    ("inception_v3", 299, 17, 8), ("efficientnet_lite0", 224, 14, 7), ("efficientnet_lite1", 240, 15, 8),
+    ("efficientnet_lite2", 260, 17, 9)])
+def test_normgrad_layer_ends_the_penultimate_stage(arch, size, grid, last):
+    """The name table equals the module table, and NormGrad's layer is on the grid one step
+    finer than the last convolutional block's (the end of the penultimate stage: VGG16's
+    relu4_3 at stride 8, the others' at stride 16)."""
+    from cameras.hooks import resolve_layer
+    from cameras.models import get_spec
+
+    net = get_spec(arch).build(False)[0].eval()
+    table = default_layers(net)
+    assert table == default_layers(arch)
+    shapes = {}
+    hooks = [resolve_layer(net, table[m]).register_forward_hook(
+        lambda mod, i, o, m=m: shapes.update({m: tuple(o.shape[-2:])})) for m in ("normgrad", "gradcam")]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert shapes == {"normgrad": (grid, grid), "gradcam": (last, last)}
 
 
 def test_default_layers_of_modules_follow_wrappers(resnet):
@@ -498,13 +531,19 @@ def test_registry_metadata_is_complete():
         assert label(name) == spec.label and label(name, short=True) == spec.short
     assert names()[0] == "cameras"
     assert PAPER_METHODS == tuple(n for n in names() if info(n).group == "paper")
+    assert info("normgrad").layer_role == "normgrad"  # not the last block (class-agnostic there)
+    assert method_settings("normgrad") == {"phase1": "conv1x1", "phase2": "norm"}
+    used = {info(n).layer_role for n in names()}
+    assert used <= set(LAYER_ROLES) and "normgrad" in used
 
 
 def test_default_layer_table_follows_layer_roles():
-    from cameras.methods import default_layers, info
+    from cameras.methods import LAYER_ROLES, default_layers, info
 
     table = default_layers("resnet50")
     assert list(table) == names()
-    roles = {"cam": "layer4", "ebp": "layer3", ("ebp", "contrast"): ("layer3", "avgpool"), None: None}
+    roles = {"cam": "layer4", "ebp": "layer3", ("ebp", "contrast"): ("layer3", "avgpool"),
+             "normgrad": "layer3", None: None}
+    assert set(roles) == set(LAYER_ROLES)
     for name, layer in table.items():
         assert layer == roles[info(name).layer_role], name

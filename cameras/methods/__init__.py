@@ -10,7 +10,8 @@ name                                what                                     com
 ==================================  ======================================  =================
 ``cameras``                         CAMERAS, Algorithm 1 (``sizes=``)        cameras.core
 ``gradcam``                         Grad-CAM                                 TorchRay
-``normgrad``                        NormGrad (virtual 1x1 identity conv)     here (LayerCapture)
+``normgrad``                        NormGrad and its framework (phase1 x     here (one pass for
+                                    phase2, layer lists; Rebuffi et al.)     all layers)
 ``gradient``                        gradient (max_c abs, smoothed)           TorchRay
 ``deconvnet``                       DeConvNet                                TorchRay
 ``guided_backprop``                 guided backprop                          TorchRay
@@ -35,6 +36,7 @@ it was found (hooks, flags, mode), also on error. Default layers per architectur
 
 from . import backprop as _backprop  # noqa: F401  (registers methods)
 from . import cam as _cam  # noqa: F401
+from . import normgrad as _normgrad  # noqa: F401
 from . import perturbation as _perturbation  # noqa: F401
 from ._guard import ModelGuard, hook_count
 from ._registry import (

@@ -35,8 +35,10 @@ LayerKind = Literal["required", "optional", "none"]
 Group = Literal["paper", "extra"]
 #: What a method's default layer is, per architecture (see :mod:`cameras.methods.layers`):
 #: ``"cam"`` the last convolutional block (CAM-type methods), ``"ebp"`` the excitation-backprop
-#: layer, ``("ebp", "contrast")`` a (saliency, contrast) pair, ``None`` the input / no layer.
-LAYER_ROLES = ("cam", "ebp", ("ebp", "contrast"), None)
+#: layer, ``("ebp", "contrast")`` a (saliency, contrast) pair, ``"normgrad"`` the end of the
+#: penultimate stage (NormGrad's layer in the CAMERAS paper's comparison: VGG16 relu4_3, ResNet
+#: layer3), ``None`` the input / no layer.
+LAYER_ROLES = ("cam", "ebp", ("ebp", "contrast"), "normgrad", None)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-r"""Activation x gradient maps at one layer: CAMERAS, HiResCAM, LayerCAM, Grad-CAM++, NormGrad.
+r"""Activation x gradient maps at one layer: CAMERAS, HiResCAM, LayerCAM, Grad-CAM++.
 
 All of them read the layer's activations :math:`A \in \mathbb{R}^{K\times h\times w}` and the
 gradients :math:`G = \partial S_c / \partial A` of the class logit :math:`S_c` through
@@ -20,11 +20,9 @@ combine them; the result is brought to the input grid with bilinear interpolatio
   :math:`\alpha^{kc}_{ij} = g^2 / (2 g^2 + \sum_{ab} A^k_{ab}\, g^3 + \epsilon)` (0 where
   :math:`g = 0`), :math:`w_k = \sum_{ij} \alpha_{ij}^{kc}\,\mathrm{ReLU}(g_{ij})`, map
   :math:`\mathrm{ReLU}(\sum_k w_k A_k)`.
-* **NormGrad** (Rebuffi et al., CVPR 2020, "There and back again: revisiting
-  backpropagation saliency methods"): insert a virtual 1x1 identity convolution after the
-  layer; the gradient of its weight is :math:`\sum_u g_u a_u^\top`, and the map is the norm
-  of each location's term, :math:`\|g_u a_u^\top\|_F = \|g_u\|_2\,\|a_u\|_2` (the paper's
-  basic "single layer, no bias" variant).
+
+NormGrad and the rest of Rebuffi et al.'s framework live in :mod:`cameras.methods.normgrad`
+(``normgrad_map`` is still importable from here).
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ __all__ = [
     "hirescam_map",
     "layercam_map",
     "gradcampp_map",
-    "normgrad_map",
 ]
 
 
@@ -81,11 +78,6 @@ def gradcampp_map(A: Tensor, G: Tensor, eps: float = 1e-6) -> Tensor:
     alpha = torch.where(G != 0, alpha, torch.zeros_like(alpha))
     weights = (G.clamp_min(0) * alpha).sum(dim=(2, 3), keepdim=True)
     return (weights * A).sum(dim=1).clamp_min(0)
-
-
-def normgrad_map(A: Tensor, G: Tensor) -> Tensor:
-    """NormGrad at the layer's resolution: ``||g_u|| * ||a_u||`` per location ``u``."""
-    return G.norm(dim=1) * A.norm(dim=1)
 
 
 def _layer_method(combine):
@@ -137,9 +129,12 @@ register(MethodSpec(
     summary="up(ReLU(sum_k w_k A_k)) with Grad-CAM++ weights",
     label="Grad-CAM++", group="extra", layer_role="cam", order=13,
 ))
-register(MethodSpec(
-    "normgrad", _layer_method(normgrad_map),
-    reference="Rebuffi, Fong, Ji & Vedaldi, There and back again, CVPR 2020",
-    summary="up(||g_u|| * ||a_u||): norm of the virtual 1x1 identity conv's weight gradient",
-    label="NormGrad", group="paper", layer_role="cam", order=2,
-))
+
+
+def __getattr__(name: str):
+    """``normgrad_map`` moved to :mod:`cameras.methods.normgrad`; importable here as before."""
+    if name == "normgrad_map":
+        from .normgrad import normgrad_map
+
+        return normgrad_map
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

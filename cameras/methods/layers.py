@@ -14,18 +14,36 @@ VGG-16             ``features.29``        ``features.23``     (``features.23``, 
 ResNet-*           ``layer4``             ``layer3``          (``layer3``, ``avgpool``)
 DenseNet-*         ``features`` (norm5)   --                  --
 Inception-v3       ``Mixed_7c``           --                  --
-EfficientNet-Lite  ``_head_act`` (ReLU6   ``_blocks.10``      (``_blocks.10``, ``_avg_pooling``)
-                   after head conv + BN;  (last 14x14 block)  -- both refused by default, see below
-                   ``_bn1`` without it)
+EfficientNet-Lite  ``_head_act`` (ReLU6   ``_blocks.10`` /    (``_blocks.10``, ``_avg_pooling``)
+                   after head conv + BN;  ``_blocks.14``      -- both refused by default, see below
+                   ``_bn1`` without it)   (Lite0 / Lite1-2:
+                                          last block at
+                                          stride 16)
 =================  =====================  ==================  =====================================
 
-* "CAM-type" = ``cameras``, ``gradcam``, ``hirescam``, ``layercam``, ``gradcam++``,
-  ``normgrad``. TorchRay's comment for ResNet-50's contrast layer is "pool before fc layer";
+* "CAM-type" = ``cameras``, ``gradcam``, ``hirescam``, ``layercam``, ``gradcam++``.
+  TorchRay's comment for ResNet-50's contrast layer is "pool before fc layer";
   for VGG-16 the (saliency, contrast) pair is (pool4, relu7). Other VGG depths use the same
   rule (last ReLU of ``features``; the 4th max-pool; the 2nd ReLU of ``classifier``).
 * ``gradient``, ``deconvnet``, ``guided_backprop``: ``None`` = the input image (TorchRay's
   benchmark). ``rise``, ``extremal_perturbation``, ``center``: ``None`` = no layer.
 * ``--`` (``None``): TorchRay has no setup; pass ``layer=`` yourself.
+* **NormGrad** (layer role ``"normgrad"``): the end of the penultimate convolutional stage,
+  i.e. the last layer before the downsampling into the last stage -- VGG: the last ReLU
+  before pool4 (``features.22``, relu4_3, for VGG16: 28x28 at 224 px, stride 8, since VGG's
+  last stage conv5 runs at stride 16; ``features.32`` for VGG16-BN); ResNet: ``layer3``;
+  DenseNet: ``features.denseblock3``; Inception-v3: ``Mixed_6e``; EfficientNet-Lite: the last
+  block at stride 16 (the EBP layer above). All but VGG's are at stride 16 (14x14 to 17x17).
+  *Evidence.* The CAMERAS paper's NormGrad row of Table 1 (VOC07 test, All: VGG16 81.9,
+  ResNet50 84.6) equals, to the printed digit, the per-layer NormGrad pointing accuracies in
+  the NormGrad authors' benchmark (ruthcfong/TorchRay, ``examples/attribution_benchmark.py``
+  at commit 9aee454: VGG16 ``features.22`` 0.81925, ResNet-50 ``layer3`` 0.84613), and no
+  other layer there does (VGG16 ``features.29``: 0.77689, ResNet-50 ``layer4``: 0.78765).
+  The last convolutional block is also a poor choice for NormGrad: at ResNet-50's ``layer4``
+  (feeding the global average pool) the gradient is spatially constant, so
+  :math:`\|g(u)\|\,\|a(u)\|` is the activation norm for every class -- class-agnostic.
+  Selective NormGrad (``saliency("normgrad", ..., phase1="scaling", phase2="filter_norm")``)
+  uses the same default layer.
 * **EfficientNet-Lite and excitation backprop.** EBP's rules assume that every linear layer
   sees non-negative inputs (true after a ReLU) and that residual sums are patched
   (TorchRay patches torchvision ResNet blocks only). EfficientNet-Lite's MBConv blocks end in
@@ -57,28 +75,30 @@ KNOWN_ARCHITECTURES = (
 )
 
 
-def _table(cam, ebp, contrast) -> dict[str, object]:
+def _table(cam, ebp, contrast, normgrad=None) -> dict[str, object]:
     """``{method: layer}`` from an architecture's layers for each role (the registry's
     ``layer_role`` of every method)."""
     from ._registry import _REGISTRY, names
 
-    roles = {"cam": cam, "ebp": ebp, None: None,
+    roles = {"cam": cam, "ebp": ebp, "normgrad": normgrad, None: None,
              ("ebp", "contrast"): (ebp, contrast) if ebp and contrast else None}
     return {name: roles[_REGISTRY[name].layer_role] for name in names()}
 
 
-def _vgg_indices_from_cfg(cfg_key: str, batch_norm: bool) -> tuple[int, int]:
+def _vgg_indices_from_cfg(cfg_key: str, batch_norm: bool) -> tuple[int, int, int]:
+    """(last ReLU, 4th max-pool, last ReLU before the 4th max-pool) of a torchvision VGG."""
     from torchvision.models.vgg import cfgs
 
-    idx, last_relu, pools = 0, -1, []
+    idx, last_relu, pools, relus = 0, -1, [], []
     for v in cfgs[cfg_key]:
         if v == "M":
             pools.append(idx)
             idx += 1
         else:
             last_relu = idx + (2 if batch_norm else 1)
+            relus.append(last_relu)
             idx += 3 if batch_norm else 2
-    return last_relu, pools[3]
+    return last_relu, pools[3], max(r for r in relus if r < pools[3])
 
 
 def _vgg_table_from_module(vgg: nn.Module, prefix: str) -> dict[str, object]:
@@ -88,8 +108,15 @@ def _vgg_table_from_module(vgg: nn.Module, prefix: str) -> dict[str, object]:
     cls_relus = [i for i, m in enumerate(vgg.classifier.children()) if isinstance(m, nn.ReLU)]
     cam = f"{prefix}features.{relus[-1]}" if relus else None
     ebp = f"{prefix}features.{pools[3]}" if len(pools) >= 4 else None
+    before4 = [r for r in relus if len(pools) >= 4 and r < pools[3]]
+    normgrad = f"{prefix}features.{before4[-1]}" if before4 else None
     contrast = f"{prefix}classifier.{cls_relus[1]}" if len(cls_relus) >= 2 else None
-    return _table(cam, ebp, contrast)
+    return _table(cam, ebp, contrast, normgrad)
+
+
+#: the last block at stride 16 of EfficientNet-Lite0/1/2 (what the module path computes;
+#: checked in the tests)
+_LITE_STRIDE16 = {"efficientnet_lite0": 10, "efficientnet_lite1": 14, "efficientnet_lite2": 14}
 
 
 def _is_efficientnet(m: nn.Module) -> bool:
@@ -151,16 +178,17 @@ def default_layers(model: nn.Module | str) -> dict[str, object]:
             base = name.removesuffix("_bn")
             if base not in _VGG_CFG:
                 raise ValueError(_unknown(model))
-            relu, pool4 = _vgg_indices_from_cfg(_VGG_CFG[base], name.endswith("_bn"))
-            return _table(f"features.{relu}", f"features.{pool4}", "classifier.4")
+            relu, pool4, relu4 = _vgg_indices_from_cfg(_VGG_CFG[base], name.endswith("_bn"))
+            return _table(f"features.{relu}", f"features.{pool4}", "classifier.4", f"features.{relu4}")
         if name.startswith("resnet"):
-            return _table("layer4", "layer3", "avgpool")
+            return _table("layer4", "layer3", "avgpool", "layer3")
         if name.startswith("densenet"):
-            return _table("features", None, None)
+            return _table("features", None, None, "features.denseblock3")
         if name == "inception_v3":
-            return _table("Mixed_7c", None, None)
-        if name.startswith("efficientnet_lite"):
-            return _table("_head_act", "_blocks.10", "_avg_pooling")
+            return _table("Mixed_7c", None, None, "Mixed_6e")
+        if name in _LITE_STRIDE16:
+            block = f"_blocks.{_LITE_STRIDE16[name]}"
+            return _table("_head_act", block, "_avg_pooling", block)
         raise ValueError(_unknown(model))
     if not isinstance(model, nn.Module):
         raise TypeError(f"default_layers takes an nn.Module or a name, got {type(model).__name__}")
@@ -171,11 +199,11 @@ def default_layers(model: nn.Module | str) -> dict[str, object]:
     if family == "vgg":
         return _vgg_table_from_module(net, prefix)
     if family == "resnet":
-        return _table(f"{prefix}layer4", f"{prefix}layer3", f"{prefix}avgpool")
+        return _table(f"{prefix}layer4", f"{prefix}layer3", f"{prefix}avgpool", f"{prefix}layer3")
     if family == "densenet":
-        return _table(f"{prefix}features", None, None)
+        return _table(f"{prefix}features", None, None, f"{prefix}features.denseblock3")
     if family == "inception_v3":
-        return _table(f"{prefix}Mixed_7c", None, None)
+        return _table(f"{prefix}Mixed_7c", None, None, f"{prefix}Mixed_6e")
     # EfficientNet(-Lite): the head activation if it has its own module, else the head BN
     head = "_head_act" if hasattr(net, "_head_act") else "_bn1"
     blocks = len(net._blocks)
@@ -189,4 +217,5 @@ def default_layers(model: nn.Module | str) -> dict[str, object]:
             ebp = i
     if ebp is None:
         ebp = blocks // 2
-    return _table(f"{prefix}{head}", f"{prefix}_blocks.{ebp}", f"{prefix}_avg_pooling")
+    block = f"{prefix}_blocks.{ebp}"
+    return _table(f"{prefix}{head}", block, f"{prefix}_avg_pooling", block)
