@@ -68,3 +68,20 @@ def test_table_has_human_headings_no_index_and_no_nan():
     assert "NaN" not in html and "not run" in html and "1.23" in html and "1.2346" not in html
     assert "n images" in html and "overflow-x:auto" in html
     assert 'class="row_heading' not in html  # no index column
+
+
+def test_tidy_charts_label_from_the_registries():
+    from cameras.plots import bar_chart, box_chart, line_chart, scatter_chart
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame([{"model": m, "method": me, "share": rng.random() * 100}
+                       for m in ("efficientnet_lite0", "efficientnet_lite1") for me in ("cameras", "gradcam")])
+    df = df.assign(lo=df["share"] - 5, hi=df["share"] + 5, depth=[0, 1, 0, 1])
+    fig = bar_chart(df, x="method", y="share", hue="model", yerr=("lo", "hi"), ref=25)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CAMERAS", "Grad-CAM"]
+    assert "EfficientNet-Lite0" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert ax.get_ylabel() == "mass in the right cell (%) ↑"
+    assert len(line_chart(df, x="depth", y="share", hue="method", panel="model").axes) == 2
+    assert box_chart(df, x="method", y="share", hue="model").axes[0].get_yscale() == "linear"
+    assert len(scatter_chart(df, x="share", y="lo", hue="model", marker="method").legends) == 1

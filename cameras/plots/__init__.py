@@ -10,8 +10,10 @@ drawn is legible on the page:
   :data:`MIN_PANEL_PX` pixels wide on the page, with a shared colorbar, row and column
   labels, and "not run" panels for what was not computed. :func:`overlay_grid` builds it from
   images and ``{column: maps}``.
-* :func:`chart` makes a figure of ``n`` chart panels of page width; :func:`legend_below`,
-  :func:`bar_groups` and :func:`style` are the shared helpers for bars, lines and box plots.
+* :func:`bar_chart`, :func:`line_chart`, :func:`box_chart`, :func:`scatter_chart` draw a
+  tidy DataFrame (one row per value: ``x``, ``y``, optional ``hue``, ``panel``, error bars)
+  with labels and headings from the registries; :func:`chart` makes a page-wide figure of
+  ``n`` panels for anything else, with :func:`legend_below`, :func:`bar_groups`, :func:`style`.
 * :func:`table` formats a DataFrame for the page (human headings from the metric and method
   metadata, no index, "not run" for missing values, horizontal scrolling when wide).
 
@@ -45,6 +47,11 @@ __all__ = [
     "style",
     "legend_below",
     "bar_groups",
+    "bar_chart",
+    "line_chart",
+    "box_chart",
+    "scatter_chart",
+    "display_label",
     "method_label",
     "model_label",
     "heading",
@@ -285,6 +292,152 @@ def bar_groups(ax, groups: Sequence[str], series: Mapping[str, Sequence[float]],
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=rotate, ha="right" if rotate else "center",
                        fontsize=FONT["small"])
+
+
+def display_label(value: Any) -> str:
+    """A method or model name as its display label; anything else as it is."""
+    from ..methods import _registry
+    from ..models import _OTHER_LABELS, MODELS
+
+    v = str(value)
+    if v in _registry._REGISTRY:
+        return method_label(v, short=True)
+    if v in MODELS or v in _OTHER_LABELS:
+        return model_label(v)
+    return v
+
+
+def _panels(df, panel: str | None, ncols: int | None, height_px: int, sharey: bool):
+    """``(fig, [(ax, rows of that panel), ...])``: one chart panel per value of ``panel``."""
+    keys = list(dict.fromkeys(df[panel])) if panel else [None]
+    fig, axes = chart(len(keys), ncols=ncols, height_px=height_px, sharey=sharey)
+    out = []
+    for key, ax in zip(keys, axes, strict=True):
+        if key is not None:
+            ax.set_title(display_label(key))
+        out.append((ax, df if key is None else df[df[panel] == key]))
+    return fig, out
+
+
+def _err(sub, yerr, y):
+    """Error bars from a column of half-widths or a ``(lo, hi)`` pair of interval columns."""
+    if yerr is None:
+        return None
+    if isinstance(yerr, str):
+        return sub[yerr].to_numpy(dtype=float)
+    lo, hi = (sub[c].to_numpy(dtype=float) for c in yerr)
+    v = sub[y].to_numpy(dtype=float)
+    return np.clip(np.stack([v - lo, hi - v]), 0, None)
+
+
+def bar_chart(df, *, x: str, y: str, hue: str | None = None, panel: str | None = None,
+              yerr: str | tuple[str, str] | None = None, ylabel: str | None = None,
+              ref: float | None = None, ncols: int | None = None, height_px: int = 280,
+              sharey: bool = True):
+    """Grouped bars of a tidy DataFrame: groups ``x``, one bar per ``hue`` value, one panel
+    per ``panel`` value; ``yerr``: a column of half-widths or ``(lo, hi)`` interval columns;
+    ``ref``: a dashed reference line (e.g. chance). Labels from the registries."""
+    fig, panels = _panels(df, panel, ncols, height_px, sharey)
+    for ax, sub in panels:
+        groups = list(dict.fromkeys(sub[x]))
+        hues = list(dict.fromkeys(sub[hue])) if hue else [None]
+        series, errors = {}, {}
+        for h in hues:
+            d = sub if h is None else sub[sub[hue] == h]
+            d = d.set_index(x).reindex(groups).reset_index()
+            name = display_label(h) if h is not None else heading(y)
+            series[name] = d[y].to_numpy(dtype=float)
+            errors[name] = _err(d, yerr, y)
+        bar_groups(ax, [display_label(g) for g in groups], series, errors if yerr else None)
+        if ref is not None:
+            ax.axhline(ref, color="0.4", ls="--", lw=1)
+        ax.set_ylabel(ylabel or heading(y))
+    if hue:
+        legend_below(fig, ncol=min(6, len(set(df[hue]))))
+    return fig
+
+
+def line_chart(df, *, x: str, y: str, hue: str | None = None, panel: str | None = None,
+               yerr: str | tuple[str, str] | None = None, xlabel: str | None = None,
+               ylabel: str | None = None, ref: float | None = None, logx: bool = False,
+               ncols: int | None = None, height_px: int = 280, sharey: bool = True):
+    """Lines (with markers and optional error bands) of a tidy DataFrame, one per ``hue``."""
+    fig, panels = _panels(df, panel, ncols, height_px, sharey)
+    for ax, sub in panels:
+        for i, h in enumerate(dict.fromkeys(sub[hue]) if hue else [None]):
+            d = (sub if h is None else sub[sub[hue] == h]).sort_values(x)
+            xs, ys = d[x].to_numpy(dtype=float), d[y].to_numpy(dtype=float)
+            ax.plot(xs, ys, "o-", ms=3, color=f"C{i}", label=display_label(h) if h is not None else None)
+            e = _err(d, yerr, y)
+            if e is not None:
+                lo, hi = (ys - e, ys + e) if e.ndim == 1 else (ys - e[0], ys + e[1])
+                ax.fill_between(xs, lo, hi, color=f"C{i}", alpha=0.15, lw=0)
+        if ref is not None:
+            ax.axhline(ref, color="0.4", ls="--", lw=1)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel or heading(x))
+        ax.set_ylabel(ylabel or heading(y))
+    if hue:
+        legend_below(fig, ncol=min(6, len(set(df[hue]))))
+    return fig
+
+
+def box_chart(df, *, x: str, y: str, hue: str | None = None, panel: str | None = None,
+              log: bool = False, ylabel: str | None = None, ncols: int | None = None,
+              height_px: int = 260):
+    """Box plots over rows (boxes: quartiles, line: median, whiskers: 5th/95th percentiles)."""
+    from matplotlib.patches import Patch
+
+    hues = list(dict.fromkeys(df[hue])) if hue else [None]
+    width = 0.8 / len(hues)
+    fig, panels = _panels(df, panel, ncols, height_px, False)
+    for ax, sub in panels:
+        groups = list(dict.fromkeys(sub[x]))
+        for j, h in enumerate(hues):
+            d = sub if h is None else sub[sub[hue] == h]
+            data = [d[d[x] == g][y].to_numpy(dtype=float) for g in groups]
+            data = [v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)] for v in data]
+            pos = [p + (j - (len(hues) - 1) / 2) * width for p in range(len(groups))]
+            bp = ax.boxplot(data, positions=pos, widths=width * 0.9, whis=(5, 95), showfliers=False,
+                            patch_artist=True, medianprops={"color": "k"})
+            for patch in bp["boxes"]:
+                patch.set(facecolor=f"C{j}" if h is not None else "0.6", alpha=0.7)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([display_label(g) for g in groups], rotation=30, ha="right")
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel or heading(y))
+    if hue:
+        legend_below(fig, [Patch(color=f"C{j}", alpha=0.7) for j in range(len(hues))],
+                     [display_label(h) for h in hues])
+    return fig
+
+
+def scatter_chart(df, *, x: str, y: str, hue: str | None = None, marker: str | None = None,
+                  panel: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
+                  diagonal: bool = False, ncols: int | None = None, height_px: int = 320):
+    """Points of a tidy DataFrame: colour by ``hue``, marker by ``marker``; ``diagonal``: y = x."""
+    markers = "osD^v<>p*"
+    hues = list(dict.fromkeys(df[hue])) if hue else [None]
+    kinds = list(dict.fromkeys(df[marker])) if marker else [None]
+    fig, panels = _panels(df, panel, ncols, height_px, False)
+    for ax, sub in panels:
+        for i, h in enumerate(hues):
+            for k, m in enumerate(kinds):
+                d = sub[((sub[hue] == h) if hue else True) & ((sub[marker] == m) if marker else True)]
+                ax.scatter(d[x], d[y], color=f"C{i}", marker=markers[k % len(markers)], s=30)
+        if diagonal:
+            lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
+            ax.plot([lo, hi], [lo, hi], color="0.5", ls="--", lw=1)
+        ax.set_xlabel(xlabel or heading(x))
+        ax.set_ylabel(ylabel or heading(y))
+    handles = [ax.scatter([], [], color=f"C{i}", marker="o") for i, _ in enumerate(hues) if hue]
+    handles += [ax.scatter([], [], color="0.4", marker=markers[k % len(markers)]) for k, _ in enumerate(kinds) if marker]
+    names = ([display_label(h) for h in hues] if hue else []) + ([display_label(m) for m in kinds] if marker else [])
+    if handles:
+        legend_below(fig, handles, names, ncol=min(6, len(handles)))
+    return fig
 
 
 # ========================================================================================
