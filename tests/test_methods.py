@@ -547,3 +547,42 @@ def test_default_layer_table_follows_layer_roles():
     assert set(roles) == set(LAYER_ROLES)
     for name, layer in table.items():
         assert layer == roles[info(name).layer_role], name
+
+
+def test_rise_softmax_scores_are_exact_and_stable():
+    from cameras.methods.perturbation import _SoftmaxScores
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, z):
+            super().__init__()
+            self.z = z
+
+        def forward(self, x):
+            return self.z.expand(x.shape[0], -1)
+
+    z = torch.tensor([[30.0, 0.0, -5.0, 29.0], [0.1, 0.2, 0.3, 0.4]], dtype=torch.float64)
+    for row in z:
+        wrapped = _SoftmaxScores(Fixed(row[None]))
+        got = torch.sigmoid(wrapped(torch.zeros(1, 3, 4, 4)).double())
+        assert torch.allclose(got, row[None].softmax(1), atol=1e-6, rtol=1e-5)
+        assert torch.isfinite(wrapped(torch.zeros(1, 3, 4, 4))).all()
+    with pytest.raises(ValueError, match="scores must be"):
+        method_settings("rise", scores="probability")
+    assert method_settings("rise")["scores"] == "softmax"
+
+
+def test_center_points_at_the_float_centre():
+    from cameras.methods.perturbation import center_map, center_point
+
+    assert center_point(375, 500) == (250.0, 187.5)
+    m = center_map(375, 500)[0]
+    rows = (m == m.max()).nonzero()[:, 0].unique().tolist()
+    assert rows == [187, 188]  # the two rows around v = 187.5 tie: no half-pixel bias
+    even = center_map(64, 64)[0]
+    assert (even == even.max()).nonzero().tolist() == [[32, 32]]
+
+
+def test_cameras_keep_setting_reaches_algorithm_1():
+    with pytest.raises(ValueError, match="keep must be one of"):
+        method_settings("cameras", keep="top1")
+    assert method_settings("cameras")["keep"] == "auto"

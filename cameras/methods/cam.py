@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import DEFAULT_SIZES, Cameras
+from ..core import DEFAULT_SIZES, KEEP_RULES, Cameras
 from ..hooks import LayerCapture
 from ._registry import Call, MethodSpec, register
 
@@ -91,7 +91,7 @@ def _layer_method(combine):
 def _cameras(call: Call) -> Tensor:
     s = call.settings
     cam = Cameras(call.model, layer=call.layer, sizes=s["sizes"], batch_size=s["batch_size"],
-                  progress=s["progress"])
+                  progress=s["progress"], keep=s["keep"])
     return cam(call.images, call.targets)
 
 
@@ -100,13 +100,15 @@ def _check_sizes(s: dict) -> None:
     if isinstance(sizes, int):
         s["sizes"] = [sizes]
     s["sizes"] = [int(v) for v in s["sizes"]]
+    if s["keep"] not in KEEP_RULES:
+        raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, got {s['keep']!r}")
 
 
 _CITE_CAMERAS = "Jalwana, Akhtar, Bennamoun & Mian, CAMERAS, CVPR 2021"
 
 register(MethodSpec(
     "cameras", _cameras,
-    defaults={"sizes": list(DEFAULT_SIZES), "batch_size": None, "progress": None},
+    defaults={"sizes": list(DEFAULT_SIZES), "batch_size": None, "progress": None, "keep": "auto"},
     source="cameras.core.Cameras", reference=_CITE_CAMERAS, own_top1=True, check=_check_sizes,
     summary="ReLU(sum_k mean_s up(A_k,s) * mean_s up(G_k,s)) over input sizes (Algorithm 1)",
     label="CAMERAS", group="paper", layer_role="cam", order=0,

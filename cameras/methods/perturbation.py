@@ -2,8 +2,13 @@ r"""Perturbation methods (RISE, extremal perturbation) and the center baseline.
 
 * ``rise`` (Petsiuk, Das & Saenko, BMVC 2018) through TorchRay's ``rise``: ``num_masks``
   random binary ``num_cells x num_cells`` grids (cell on with probability ``p``), upsampled
-  and randomly shifted; the map is the sigmoid score of the target class averaged over the
-  masked images, weighted by the masks. TorchRay's ``rise`` scores *all* classes at once, so
+  and randomly shifted; the map is the score of the target class averaged over the masked
+  images, weighted by the masks. TorchRay scores a masked image with the *sigmoid* of the
+  logit, right for its multi-label VOC/COCO models; for a single-label ImageNet classifier
+  the RISE paper uses the *softmax* probability (a confident model's sigmoid is ~1 masked or
+  not, and the map is noise). ``scores="softmax"`` (default) feeds TorchRay
+  ``logit(softmax)``; ``scores="sigmoid"`` keeps TorchRay's choice (the paper profile's
+  multi-label pointing-game models). TorchRay's ``rise`` scores *all* classes at once, so
   each distinct image is evaluated once and the map of each requested target is picked;
   identical images in a batch (e.g. one image with several targets) share the run.
   The masks come from ``torch.manual_seed(seed)`` (TorchRay saves and restores the CPU random
@@ -19,8 +24,8 @@ r"""Perturbation methods (RISE, extremal perturbation) and the center baseline.
   of all areas. One optimisation per (image, target): slow (800 forward/backward passes of
   ``len(areas)`` images). ``max_iter`` and ``areas`` make it cheaper.
 * ``center``: TorchRay's center baseline, which points at the image centre ``(W/2, H/2)``.
-  Here it is a map that decreases linearly with the distance from the pixel
-  ``(H // 2, W // 2)`` (its unique maximum), independent of model and target.
+  Here it is a map that decreases linearly with the distance from that point (pixel-index
+  coordinates), independent of model and target; the pointing game uses the point itself.
 
 RISE and extremal perturbation use TorchRay's code in float32 (they build float32 masks):
 other image dtypes raise a ``TypeError``.
@@ -39,7 +44,7 @@ except ImportError:  # placeholders, never called (see cameras.methods._registry
 
 from ._registry import Call, MethodSpec, register
 
-__all__ = ["center_map"]
+__all__ = ["center_map", "center_point"]
 
 
 def _require_float32(call: Call, method: str) -> None:
@@ -57,10 +62,32 @@ def _positive_int(s: dict, key: str) -> None:
 # ----------------------------------------------------------------------------------------
 # RISE
 # ----------------------------------------------------------------------------------------
+class _SoftmaxScores(torch.nn.Module):
+    """``model`` with logits ``z`` replaced by ``logit(softmax(z))``, so that TorchRay's RISE,
+    which scores masked images with ``sigmoid(output)``, scores them with the softmax
+    probability. ``logit(p_c) = z_c - log sum_{j != c} exp(z_j)``, computed without
+    cancellation (the top class's sum over the others is taken directly)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.model(x).float()
+        m = z.amax(dim=1, keepdim=True)
+        e = (z - m).exp()
+        rest = (e.sum(dim=1, keepdim=True) - e).clamp_min(torch.finfo(z.dtype).tiny).log() + m
+        top = z.argmax(dim=1, keepdim=True)
+        others_of_top = z.scatter(1, top, float("-inf")).logsumexp(dim=1, keepdim=True)
+        rest = rest.scatter(1, top, others_of_top)
+        return z - rest
+
+
 def _rise(call: Call) -> Tensor:
     _require_float32(call, "rise")
     s = call.settings
     images = call.images.detach()
+    model = _SoftmaxScores(call.model) if s["scores"] == "softmax" else call.model
     cuda_state = None
     if images.is_cuda:
         cuda_state = torch.cuda.get_rng_state(images.device)
@@ -72,7 +99,7 @@ def _rise(call: Call) -> Tensor:
             sal = next((v for img, v in done if torch.equal(img, images[b])), None)
             if sal is None:
                 with torch.no_grad():
-                    sal = _tr_rise(call.model, images[b : b + 1], seed=s["seed"],
+                    sal = _tr_rise(model, images[b : b + 1], seed=s["seed"],
                                    num_masks=s["num_masks"], num_cells=s["num_cells"],
                                    batch_size=s["batch_size"], p=s["p"])[0]  # (C, H, W)
                 done.append((images[b], sal))
@@ -90,15 +117,19 @@ def _check_rise(s: dict) -> None:
         raise TypeError(f"seed must be an int, got {s['seed']!r}")
     if not 0 < float(s["p"]) < 1:
         raise ValueError(f"p must be in (0, 1), got {s['p']!r}")
+    if s["scores"] not in ("softmax", "sigmoid"):
+        raise ValueError(f"scores must be 'softmax' (single-label models) or 'sigmoid' "
+                         f"(multi-label models), got {s['scores']!r}")
 
 
 register(MethodSpec(
     "rise", _rise,
-    defaults={"num_masks": 8000, "num_cells": 7, "p": 0.5, "batch_size": 32, "seed": 0},
+    defaults={"num_masks": 8000, "num_cells": 7, "p": 0.5, "batch_size": 32, "seed": 0,
+              "scores": "softmax"},
     layer="none", batched=False, deterministic=True, source="torchray 1.0.0.2",
     check=_check_rise,
     reference="Petsiuk, Das & Saenko, RISE, BMVC 2018",
-    summary="mask-weighted average of the target's sigmoid score over random masks",
+    summary="mask-weighted average of the target's score (softmax or sigmoid) over random masks",
     label="RISE", group="paper", layer_role=None, order=8,
 ))
 
@@ -158,15 +189,22 @@ register(MethodSpec(
 # ----------------------------------------------------------------------------------------
 # center baseline
 # ----------------------------------------------------------------------------------------
-def center_map(height: int, width: int, batch: int = 1, dtype=torch.float32, device=None) -> Tensor:
-    """``(batch, H, W)`` map with its unique maximum at pixel ``(H // 2, W // 2)``.
+#: The point TorchRay's center baseline points at, ``(u, v) = (W / 2, H / 2)`` in pixel-index
+#: coordinates (column, row); the pointing game tests that point itself (a float on odd sides).
+def center_point(height: int, width: int) -> tuple[float, float]:
+    return width / 2, height / 2
 
-    TorchRay's benchmark points at ``(u, v) = (W / 2, H / 2)``; the pixel of that point is
-    ``(row H // 2, column W // 2)``. The map is ``1 - d / d_max`` with ``d`` the Euclidean
-    distance to that pixel.
+
+def center_map(height: int, width: int, batch: int = 1, dtype=torch.float32, device=None) -> Tensor:
+    """``(batch, H, W)`` map ``1 - d / d_max``, ``d`` the distance of each pixel index to
+    :func:`center_point` ``(W / 2, H / 2)``, TorchRay's center baseline.
+
+    On an even side the maximum is the pixel at ``W / 2`` (or ``H / 2``); on an odd side two
+    pixels tie, and the pointing game uses the float point itself (:func:`center_point`).
     """
-    v = torch.arange(height, dtype=dtype, device=device) - height // 2
-    u = torch.arange(width, dtype=dtype, device=device) - width // 2
+    u0, v0 = center_point(height, width)
+    v = torch.arange(height, dtype=dtype, device=device) - v0
+    u = torch.arange(width, dtype=dtype, device=device) - u0
     d = (v[:, None] ** 2 + u[None, :] ** 2).sqrt()
     m = 1 - d / d.max().clamp_min(torch.finfo(dtype).tiny)
     return m.expand(batch, height, width).clone()
