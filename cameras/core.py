@@ -347,6 +347,8 @@ def fuse_maps(
     block_bytes:
         Memory budget for the interpolated rows held at once.
 
+    Notes
+    -----
     Returns ``(B, H, W)``: :math:`\mathrm{ReLU}(\sum_k \bar A_k \bar G_k)` with
     :math:`\bar A = \sum_s w_s U_s A_s` (and likewise :math:`\bar G`).
 
@@ -518,6 +520,8 @@ class Cameras:
         shorter side is brought to ``max(sizes)`` can exceed it: a ``10 x 10000`` tensor at
         924 px becomes ``924 x 924000``; that raises a :class:`ValueError` before any work.
 
+    Notes
+    -----
     Call with ``images`` ``(B, C, H, W)`` (normalised; a float dtype other than the model's
     is cast to the model's, images on another device are moved to the model's) and
     ``targets`` (``None`` = each image's own top-1 at the reference size, an int or numpy

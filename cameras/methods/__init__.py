@@ -5,25 +5,24 @@
 
 Methods (``names()``):
 
-==================================  ======================================  =================
-name                                what                                     computed by
-==================================  ======================================  =================
-``cameras``                         CAMERAS, Algorithm 1 (``sizes=``)        cameras.core
-``gradcam``                         Grad-CAM                                 TorchRay
-``normgrad``                        NormGrad and its framework (phase1 x     here (one pass for
-                                    phase2, layer lists; Rebuffi et al.)     all layers)
-``gradient``                        gradient (max_c abs, smoothed)           TorchRay
-``deconvnet``                       DeConvNet                                TorchRay
-``guided_backprop``                 guided backprop                          TorchRay
-``excitation_backprop``             excitation backprop (MWP)                TorchRay
-``contrastive_excitation_backprop`` contrastive EBP (cMWP)                   TorchRay
-``rise``                            RISE (``num_masks=``, seeded)            TorchRay
-``extremal_perturbation``           extremal perturbation (``max_iter=``)    TorchRay
-``center``                          center baseline                          here
-``hirescam``                        HiResCAM                                 here (LayerCapture)
-``layercam``                        LayerCAM                                 here (LayerCapture)
-``gradcam++``                       Grad-CAM++                               here (LayerCapture)
-==================================  ======================================  =================
+===================================  =========================================================================  ==============================
+name                                 what                                                                       computed by
+===================================  =========================================================================  ==============================
+``cameras``                          CAMERAS, Algorithm 1 (``sizes=``)                                          cameras.core
+``gradcam``                          Grad-CAM                                                                   TorchRay
+``normgrad``                         NormGrad and its framework (phase1 x phase2, layer lists; Rebuffi et al.)  here (one pass for all layers)
+``gradient``                         gradient (max_c abs, smoothed)                                             TorchRay
+``deconvnet``                        DeConvNet                                                                  TorchRay
+``guided_backprop``                  guided backprop                                                            TorchRay
+``excitation_backprop``              excitation backprop (MWP)                                                  TorchRay
+``contrastive_excitation_backprop``  contrastive EBP (cMWP)                                                     TorchRay
+``rise``                             RISE (``num_masks=``, seeded)                                              TorchRay
+``extremal_perturbation``            extremal perturbation (``max_iter=``)                                      TorchRay
+``center``                           center baseline                                                            here
+``hirescam``                         HiResCAM                                                                   here (LayerCapture)
+``layercam``                         LayerCAM                                                                   here (LayerCapture)
+``gradcam++``                        Grad-CAM++                                                                 here (LayerCapture)
+===================================  =========================================================================  ==============================
 
 Every method returns ``(B, H, W)`` maps at the input's resolution, min-max normalised per map
 (:func:`cameras.core.normalize_maps`: constant maps become zeros, never NaN). Targets:

@@ -358,6 +358,8 @@ def saliency(
     **settings:
         Method settings (see :func:`method_settings`); unknown ones raise a ``ValueError``.
 
+    Notes
+    -----
     Every map is brought to the input's resolution by the method (bilinear, as TorchRay) and
     then min-max normalised per map with :func:`cameras.core.normalize_maps` (a constant map
     becomes zeros).

@@ -185,6 +185,8 @@ def grid_pointing_game(maps: Tensor, cell_index, grid: int = 2) -> dict[str, Any
     cell_index:
         The cell (row-major, ``0 .. grid*grid-1``) of each map's class: an int or ``N`` ints.
 
+    Notes
+    -----
     Returns ``{"share": (N,), "hit": (N,) bool, "mean_share", "hit_rate", "n"}`` where
     ``share`` is the fraction of the map's positive mass inside the cell (the B-cos paper's
     localisation score) and ``hit`` whether the maximum (first in row-major order) lies in
