@@ -39,6 +39,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+try:  # POSIX; elsewhere map files are not locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
 from .runs import (
     ResultsWriter,
     check_identity,
@@ -274,17 +279,31 @@ class MapStore:
             return {}  # a torn write: the maps are recomputed
 
     def write(self, parts: Sequence[str], arrays: Mapping[str, np.ndarray]) -> None:
-        p = self.path(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, p)
+        with self._locked(parts) as p:
+            self._write(p, arrays)
 
     def update(self, parts: Sequence[str], arrays: Mapping[str, np.ndarray]) -> None:
-        """Add (or replace) ``arrays`` in the file of ``parts``."""
-        self.write(parts, {**self.read(*parts), **arrays})
+        """Add (or replace) ``arrays`` in the file of ``parts`` (read and write under one lock,
+        so parallel workers of a sharded run do not lose each other's maps)."""
+        with self._locked(parts) as p:
+            self._write(p, {**self.read(*parts), **arrays})
+
+    @contextlib.contextmanager
+    def _locked(self, parts: Sequence[str]) -> Iterator[Path]:
+        p = self.path(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p.with_name(p.name + ".lock"), "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            yield p
+
+    @staticmethod
+    def _write(p: Path, arrays: Mapping[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, p)
 
     @staticmethod
     def quantise(m: Any) -> np.ndarray:
@@ -528,10 +547,13 @@ class Experiment:
 
     def run(self, profile: str | Mapping[str, Any] = "offline",
             results: str | os.PathLike | None = None, device: str | torch.device = "auto",
-            progress: bool = True, **overrides: Any):
+            progress: bool = True, workers: int | None = None, ray_address: str | None = None,
+            **overrides: Any):
         """Compute (or resume) the rows of ``profile`` and return :meth:`load`'s result.
 
         Nothing is loaded, computed or written when every row is already in the files.
+        ``workers`` / ``ray_address``: shard the units over Ray tasks (:mod:`cameras.shard`);
+        without them, one process computes every unit.
         """
         from tqdm.auto import tqdm
 
@@ -541,7 +563,11 @@ class Experiment:
         folder = self.folder(s, results)
         units = list(self.units(s))
         todo = self.pending(s, folder, units)
-        if todo:
+        if todo and (workers or ray_address):
+            from .shard import run_sharded
+
+            run_sharded(self, s, folder, todo, str(device), progress, workers, ray_address)
+        elif todo:
             torch.manual_seed(s.get("seed", 0))
             with Context(self, s, folder, resolve_device(device), progress) as ctx:
                 for unit in tqdm(todo, desc=f"{self.name} ({s['profile']})", disable=not progress):

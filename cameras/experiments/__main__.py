@@ -3,6 +3,7 @@
 Runs (or resumes) one chapter's experiment headless, e.g. on a GPU machine. Every row is
 written as it is computed; after Ctrl-C (exit status 130) or a crash the same command
 continues where it stopped. A bad option or setting is one line on stderr (exit status 2).
+``--workers N`` / ``--ray-address ADDR`` shard the units over Ray tasks (:mod:`cameras.shard`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile setting (a JSON value), e.g. --set n_images=50")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="shard the work over N Ray workers on this machine (pip install '.[distributed]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="shard the work over an existing Ray cluster (e.g. 'auto' on one of its nodes)")
     args = p.parse_args(argv)
     overrides = {}
     for item in args.set:
@@ -44,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = _parse(argv)
     try:
         out = load(args.name).run(args.profile, results=args.results, device=args.device,
-                                  progress=not args.quiet, **overrides)
+                                  progress=not args.quiet, workers=args.workers,
+                                  ray_address=args.ray_address, **overrides)
     except KeyboardInterrupt:
         print("\ninterrupted: the rows written so far are kept; run the same command to resume",
               file=sys.stderr)
