@@ -22,7 +22,7 @@ import torchvision
 from torch import nn
 
 from cameras.core import normalize_maps
-from cameras.methods import default_layers, hook_count, saliency
+from cameras.methods import default_layers, hook_count, meta_saliency, saliency
 from cameras.methods.normgrad import (
     PHASE1,
     PHASE2,
@@ -32,6 +32,7 @@ from cameras.methods.normgrad import (
     normgrad_grid,
     normgrad_maps,
 )
+from cameras.metrics import class_sensitivity_rebuffi, spearman_no_abs, summarize_class_sensitivity
 
 SIZE = (64, 96)  # input (H, W) of the script tests (theirs: 224 x 224); 2 x 3 locations at stride 32
 S = 64  # square inputs of the other tests
@@ -321,3 +322,135 @@ def test_inplace_relu_after_the_layer_does_not_change_the_activations():
         ref = net.features[:7](x)
     assert torch.equal(A, ref)
     assert np.isfinite(G.numpy()).all()
+
+
+# ----------------------------------------------------------------------------------------
+# meta-saliency
+# ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).double().eval()
+    x = torch.randn(3, 3, 48, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    return net, x
+
+
+def _state(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _same_state(net, before):
+    now = net.state_dict()
+    return set(now) == set(before) and all(torch.equal(now[k], before[k]) for k in before)
+
+
+@pytest.mark.parametrize("method,kw", [
+    ("normgrad", {}),
+    ("normgrad", {"layer": ["layer2", "layer3", "layer4"], "phase1": "conv3x3_depthwise", "phase2": "max"}),
+    ("gradcam", {}), ("hirescam", {"layer": "layer3"}), ("layercam", {}), ("gradcam++", {}),
+])
+def test_meta_batched_equals_looped_and_restores_the_weights(small, method, kw):
+    net, x = small
+    before = _state(net)
+    t = [1, 4, 7]
+    a = meta_saliency(method, net, x, t, lr=2.5e-3, mode="vmap", **kw)
+    assert _same_state(net, before)
+    b = meta_saliency(method, net, x, t, lr=2.5e-3, mode="loop", **kw)
+    assert _same_state(net, before)
+    assert float((a - b).abs().max()) <= 1e-6
+    plain = saliency(method, net, x, t, **kw)
+    assert float((a - plain).abs().max()) > 1e-3  # the step changed the maps
+    zero = meta_saliency(method, net, x, t, lr=0.0, mode="vmap", **kw)
+    assert float((zero - plain).abs().max()) <= 1e-6  # lr = 0 is the plain method
+
+
+def test_meta_loop_runs_any_method_and_its_step_is_the_authors(small):
+    net, x = small
+    before = _state(net)
+    m = meta_saliency("guided_backprop", net, x[:2], [2, 3], lr=1e-3)  # no vmap form: the loop
+    assert m.shape == (2, 48, 48) and _same_state(net, before)
+    # one image: the authors' meta_saliency (torch.optim.SGD on F.cross_entropy, eval mode)
+    ref = copy.deepcopy(net)
+    opt = torch.optim.SGD(ref.parameters(), lr=1e-3)
+    opt.zero_grad()
+    F.cross_entropy(ref(x[:1]), torch.tensor([2])).backward()
+    opt.step()
+    expect = saliency("guided_backprop", ref, x[:1], 2)
+    assert torch.allclose(m[:1], expect, atol=1e-8)
+
+
+class Boom(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls, self.at = net, 0, None
+
+    def forward(self, x):
+        self.calls += 1
+        if self.at is not None and self.calls >= self.at:
+            raise RuntimeError("boom")
+        return self.net(x)
+
+
+@pytest.mark.parametrize("mode,at", [("loop", 2), ("loop", 3), ("loop", 5), ("vmap", 2), ("vmap", 3)])
+def test_meta_restores_the_weights_bit_identically_when_the_method_raises(small, mode, at):
+    net, x = small
+    model = Boom(copy.deepcopy(net)).eval()
+    model.net.layer2.train()  # a mixed mode and a frozen parameter must come back too
+    model.net.fc.weight.requires_grad_(False)
+    saliency("center", model, x[:1], 0)  # caches the number of classes (one forward)
+    before = _state(model)
+    flags = [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
+    model.calls, model.at = 0, at
+    with pytest.raises(RuntimeError, match="boom"):
+        meta_saliency("normgrad", model, x, [1, 2, 3], lr=1.0, layer="net.layer3", mode=mode)
+    model.at = None
+    assert _same_state(model, before)
+    assert flags == ([p.requires_grad for p in model.parameters()], [m.training for m in model.modules()])
+    assert hook_count(model) == 0 and all(p.grad is None for p in model.parameters())
+
+
+def test_meta_bad_input(small):
+    net, x = small
+    with pytest.raises(ValueError, match="lr must be"):
+        meta_saliency("normgrad", net, x, 1, lr=-1)
+    with pytest.raises(ValueError, match="mode must be"):
+        meta_saliency("normgrad", net, x, 1, mode="fast")
+    with pytest.raises(ValueError, match="no batched meta-saliency for 'rise'"):
+        meta_saliency("rise", net, x, 1, mode="vmap")
+    with pytest.raises(ValueError, match="does not take setting"):
+        meta_saliency("gradcam", net, x, 1, phase1="bias")
+
+
+# ----------------------------------------------------------------------------------------
+# the authors' class sensitivity
+# ----------------------------------------------------------------------------------------
+def test_spearman_no_abs_is_scipys_and_nan_for_constant_maps():
+    from scipy.stats import spearmanr
+
+    g = torch.Generator().manual_seed(6)
+    a = torch.rand(4, 7, 9, generator=g).round(decimals=1)  # ties
+    b = torch.rand(4, 7, 9, generator=g) - 0.5  # signed: no abs
+    ours = spearman_no_abs(a, b)
+    for i in range(4):
+        assert abs(float(ours[i]) - spearmanr(a[i].ravel(), b[i].ravel())[0]) < 1e-12
+    c = a.clone()
+    c[1] = 0.3
+    assert torch.isnan(spearman_no_abs(c, b)[1]) and not torch.isnan(spearman_no_abs(c, b)[0])
+
+
+def test_class_sensitivity_rebuffi_rows_and_summary(small):
+    net, x = small
+    df = class_sensitivity_rebuffi(["normgrad", "center", "gradcam"], net, x, layer="layer3")
+    assert list(df["method"].unique()) == ["normgrad", "center", "gradcam"] and len(df) == 9
+    with torch.no_grad():
+        p = net(x).softmax(1)
+    assert (df["most"].to_numpy() == np.tile(p.argmax(1).numpy(), 3)).all()
+    assert (df["least"].to_numpy() == np.tile(p.argmin(1).numpy(), 3)).all()
+    assert (df[df["method"] == "center"]["class_spearman"] == 1).all()  # class-agnostic
+    s = summarize_class_sensitivity(df)
+    assert list(s["method"]) == ["normgrad", "center", "gradcam"] and (s["n"] + s["dropped"] == 3).all()
+    row = s.set_index("method").loc["normgrad"]
+    vals = df[df["method"] == "normgrad"]["class_spearman"].dropna()
+    assert row["mean"] == pytest.approx(vals.mean()) and row["ci_low"] <= row["mean"] <= row["ci_high"]
+    meta = class_sensitivity_rebuffi("normgrad", net, x, layer="layer3", meta_lr=2.5e-3)
+    assert not np.allclose(meta["class_spearman"], vals.to_numpy())

@@ -24,6 +24,9 @@ name                                 what                                       
 ``gradcam++``                        Grad-CAM++                                                                 here (LayerCapture)
 ===================================  =========================================================================  ==============================
 
+:func:`meta_saliency` runs any of them on the model after one SGD step towards the class
+(Rebuffi et al.'s meta-saliency), restoring the weights bit for bit.
+
 Every method returns ``(B, H, W)`` maps at the input's resolution, min-max normalised per map
 (:func:`cameras.core.normalize_maps`: constant maps become zeros, never NaN). Targets:
 ``None`` (top-1), an int, or ``B`` ints / a LongTensor. Settings default to the paper's /
@@ -52,6 +55,7 @@ from ._registry import (
     settings_json,
 )
 from .layers import KNOWN_ARCHITECTURES, architecture, default_layers
+from .meta import meta_saliency
 from .perturbation import center_map
 
 #: The methods of the paper's comparison (Table 1 baselines + CAMERAS), then the extras
@@ -79,4 +83,5 @@ __all__ = [
     "ModelGuard",
     "hook_count",
     "center_map",
+    "meta_saliency",
 ]

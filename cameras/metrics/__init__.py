@@ -8,7 +8,7 @@ module                      metrics
 :mod:`.density`             map density rho+ / rho- (CAMERAS, Table 2)
 :mod:`.insertion_deletion`  insertion / deletion AUC (Petsiuk et al. 2018)
 :mod:`.similarity`          Spearman, SSIM, HOG, IoU of top pixels, top-mass, entropy, ...
-:mod:`.class_sensitivity`   top-1 vs least-likely class maps (Rebuffi et al. 2020)
+:mod:`.class_sensitivity`   most vs least likely class maps (Rebuffi et al. 2020; ours)
 :mod:`.intervals`           Wilson intervals of rates, bootstrap intervals of means
 ==========================  ===========================================================
 
@@ -24,7 +24,13 @@ import importlib
 from ._common import saliency_point
 from ._info import MetricInfo, describe
 from ._info import info as metric_info
-from .class_sensitivity import class_sensitivity
+from .class_sensitivity import (
+    class_sensitivity,
+    class_sensitivity_extras,
+    class_sensitivity_rebuffi,
+    spearman_no_abs,
+    summarize_class_sensitivity,
+)
 from .density import map_density, masked_images
 from .grid import (
     GRID_COLUMNS,
@@ -61,7 +67,8 @@ describe(MetricInfo("difficult", "pointing accuracy, Diff", True, (0, 100), "%",
 _WHERE = {name: mod for mod, names in _LAZY.items() for name in names}
 
 __all__ = [
-    "MetricInfo", "metric_info", "class_sensitivity", "map_density", "masked_images", "auc",
+    "MetricInfo", "metric_info", "class_sensitivity", "class_sensitivity_rebuffi",
+    "class_sensitivity_extras", "summarize_class_sensitivity", "spearman_no_abs", "map_density", "masked_images", "auc",
     "insertion_deletion", "pixel_counts", "METRICS", "entropy", "high_frequency_share",
     "hog_similarity", "iou_top", "map_similarities", "spearman", "spearman_abs", "ssim",
     "top_mass", "wilson", "bootstrap_ci", "saliency_point", "GRID_COLUMNS", "Grids", "confident_indices",
