@@ -514,6 +514,13 @@ class Cameras:
     antialias:
         Low-pass filter when a size shrinks the input (``False``, the default, is the
         authors' bicubic resize; the command line, which feeds whole photos, uses ``True``).
+    dtype:
+        ``None`` (default): everything in the model's dtype. ``torch.bfloat16`` or
+        ``torch.float16``: accurate mixed precision -- the network *below* the explained layer
+        (nearly all the cost) runs under :func:`torch.autocast` in that dtype (channels-last on
+        CUDA); the layer's output is taken in float32 and everything from there on runs in
+        float32: the part above the layer and the gradient through it, the interpolation, the
+        fusion and the normalisation, which is where a low-precision map loses accuracy.
     max_pixels:
         Largest resized input (height x width per image) accepted, a memory guard
         (default :data:`DEFAULT_MAX_PIXELS`; ``None``: no limit). An elongated input whose
@@ -549,8 +556,15 @@ class Cameras:
         classes: Sequence[str] | None = None,
         antialias: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        dtype: torch.dtype | None = None,
     ):
         model, layer, classes = _unpack_loaded(model, layer, classes)
+        if dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be None (the model's own), torch.bfloat16 or torch.float16, "
+                             f"got {dtype!r}")
+        #: mixed precision: the model's forward/backward under autocast in this dtype; the
+        #: captured activations and gradients, the fusion and the normalisation in float32
+        self.dtype = dtype
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -685,29 +699,44 @@ class Cameras:
             acts, grads, logits_s, keep, inputs = [], [], [], [], []
             bar = tqdm(self.sizes, desc="CAMERAS sizes", disable=not self._show_progress(B),
                        leave=False)
-            with LayerCapture(self.model, self.layer) as cap:
+            with LayerCapture(self.model, self.layer, float32_above=self.dtype is not None) as cap:
                 for i, size in enumerate(bar):
                     x = resize_to(images, size, self.antialias)
                     if i == 0:
                         with check_input_channels(self.model):
-                            logits = cap.forward(x)
+                            logits = self._forward(cap, x)
                         _check_named(_n_names, logits.shape[1])
                         reference = logits.argmax(dim=1)
                         t = _capture_targets(targets, logits)
                     else:
-                        logits = cap.forward(x)
+                        logits = self._forward(cap, x)
                     keep.append(_keep_mask(self.keep, logits.argmax(dim=1), reference,
                                            targets is not None))
                     T = t.shape[1]
-                    grads.append(torch.stack([cap.gradients(logits, t[:, j], retain_graph=j < T - 1)
+                    grads.append(torch.stack([self._gradient(cap, logits, t[:, j], j < T - 1)
                                               for j in range(T)], dim=1))
-                    acts.append(cap.activations.detach())
-                    logits_s.append(logits.detach())
+                    acts.append(self._fusion_dtype(cap.activations.detach()))
+                    logits_s.append(logits.detach().float() if self.dtype else logits.detach())
                     if keep_inputs:
                         inputs.append(x.detach())
                     del logits
         return Capture(self.sizes, acts, grads, torch.stack(logits_s), t, torch.stack(keep),
                        (H, W), inputs)
+
+    def _forward(self, cap: LayerCapture, x: Tensor) -> Tensor:
+        if self.dtype is None:
+            return cap.forward(x)
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return cap.forward(x)
+
+    def _gradient(self, cap: LayerCapture, logits: Tensor, t: Tensor, retain: bool) -> Tensor:
+        return self._fusion_dtype(cap.gradients(logits, t, retain_graph=retain))
+
+    def _fusion_dtype(self, t: Tensor) -> Tensor:
+        """Captured tensors in the fusion's dtype: float32 under mixed precision."""
+        return t.float() if self.dtype is not None and t.dtype in (torch.bfloat16, torch.float16) else t
 
     def fuse(self, capture: Capture, target: int | None = None, sizes: Sequence[int] | None = None,
              keep: str | None = None) -> Tensor:

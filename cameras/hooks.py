@@ -224,10 +224,17 @@ class LayerCapture:
         Any ``nn.Module`` mapping images to logits ``(B, C)``.
     layer:
         Name of the sub-module (``"layer4"``, ``"features"``, ``"features.29"``) or the module.
+    float32_above:
+        Under :func:`torch.autocast`, switch autocast off from the layer on: the layer's
+        output is recorded in float32 and the part of the network above it (and the gradient
+        through it) runs in float32. Mixed precision then only touches the part below the
+        layer, where nearly all the cost is (for CAMERAS' last-block layers, what is above is
+        a pooling and a classifier).
     """
 
-    def __init__(self, model: nn.Module, layer: str | nn.Module):
+    def __init__(self, model: nn.Module, layer: str | nn.Module, float32_above: bool = False):
         self.model = model
+        self.float32_above = float32_above
         self.layer_name = layer if isinstance(layer, str) else type(layer).__name__
         self.module = resolve_layer(model, layer)
         self.activations: Tensor | None = None
@@ -261,7 +268,12 @@ class LayerCapture:
                 f"layer {self.layer_name!r} must output a 4-d (B, K, h, w) tensor, got {what}"
             )
         torch.set_grad_enabled(True)  # record from here on (restored by forward())
-        leaf = output.detach().requires_grad_(True)
+        leaf = output.detach()
+        if self.float32_above:
+            # autocast off from here; torch.autocast's exit restores the caller's state
+            torch.set_autocast_enabled(output.device.type, False)
+            leaf = leaf.float()
+        leaf = leaf.requires_grad_(True)
         self.activations = leaf
         return leaf.clone()
 

@@ -391,3 +391,18 @@ def test_as_targets_forms():
     import numpy as np
 
     assert as_targets(np.array([5, 6]), 2, 10).tolist() == [5, 6]
+
+
+def test_mixed_precision_runs_below_the_layer_only_and_fuses_in_float32():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = images(b=2, h=64, w=64, dtype=torch.float32)
+    ref = Cameras(model, "layer4", [64, 96])(x)
+    cam = Cameras(model, "layer4", [64, 96], dtype=torch.bfloat16)
+    cap = cam.capture(x)
+    assert cap.activations[0].dtype == torch.float32 and cap.gradients[0].dtype == torch.float32
+    got = cam.fuse(cap)[:, 0]
+    assert got.dtype == torch.float32 and float((got - ref).abs().mean()) < 0.05
+    assert not torch.is_autocast_enabled("cpu")  # the hook's switch does not leak out
+    with pytest.raises(ValueError, match="dtype must be"):
+        Cameras(model, "layer4", dtype=torch.float64)
