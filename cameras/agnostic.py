@@ -54,7 +54,10 @@ pixel range.
 
 The signed map :math:`\rho^\star` (``(C, H, W)``, pixel units) is what the model sees; its
 *fidelity* is measured by adding it to fresh samples and to real images
-(:func:`target_scores`).
+(:func:`target_scores`; :func:`fidelity` scores every class's map against its controls,
+:func:`fidelity_table` / :func:`summary_rates` / :func:`beats_random` summarise the rows), and
+:func:`randomization_check` recomputes the maps while the model is randomised block by block
+(Adebayo et al. 2018's cascading randomisation).
 
 Several targets are computed in one batch (each with its own random stream, derived from
 ``seed`` and the target, so a target's map does not depend on which other targets are
@@ -84,6 +87,7 @@ __all__ = [
     "AgnosticConfig",
     "InputAgnostic",
     "input_agnostic_map",
+    "class_maps",
     "sample",
     "project",
     "ball_project",
@@ -93,6 +97,22 @@ __all__ = [
     "random_map",
     "shuffled_map",
     "target_scores",
+    "CONTROLS",
+    "CONTROL_NAMES",
+    "pixel_images",
+    "DATA_NAMES",
+    "PARAMETERS",
+    "fresh_samples",
+    "probabilities",
+    "controls",
+    "fidelity",
+    "fidelity_table",
+    "summary_rates",
+    "beats_random",
+    "parameter_table",
+    "randomize_cascade_block",
+    "magnitude_similarity",
+    "randomization_check",
 ]
 
 CITATION = ("N. Akhtar and M. A. A. K. Jalwana, Rethinking interpretation: Input-agnostic "
@@ -167,6 +187,22 @@ class AgnosticConfig:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def check_names(cls, settings: Any, what: str = "") -> None:
+        """A ``ValueError`` naming the keys of ``settings`` that are not fields (``what``: a
+        prefix for the message, e.g. the setting that holds them)."""
+        unknown = sorted(set(settings) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"{what + ': ' if what else ''}unknown setting(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(cls.names())}")
+
+    @classmethod
+    def validated(cls, settings: dict[str, Any], what: str = "") -> dict[str, Any]:
+        """``settings`` checked (:meth:`check_names`, then the values) and completed with the
+        defaults, as a dict (e.g. for an experiment's settings schema)."""
+        cls.check_names(settings, what)
+        return cls(**settings).as_dict()
 
 
 # ----------------------------------------------------------------------------------------
@@ -337,9 +373,7 @@ class InputAgnostic:
                  progress: bool = True, **settings: Any):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        unknown = sorted(set(settings) - set(AgnosticConfig.names()))
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(AgnosticConfig.names())}")
+        AgnosticConfig.check_names(settings)
         self.model = model
         self.mean, self.std = _check_stats(mean, std)
         self.config = replace(config or AgnosticConfig(), **settings)
@@ -476,6 +510,21 @@ def input_agnostic_map(model: nn.Module, target: int | Sequence[int], image_shap
                          **settings)(target, image_shape, seed)
 
 
+def class_maps(model: nn.Module, targets: Sequence[int], image_shape: Sequence[int], mean: Sequence[float],
+               std: Sequence[float], config: AgnosticConfig, *, seed: int = 0, batch_size: int | None = None,
+               progress: bool = False) -> tuple[Tensor, np.ndarray, float]:
+    """The maps of ``targets`` (CPU, one batch, :class:`InputAgnostic`), the mean target
+    probability of the samples at the last step (of the refinement, else of the nudging) per
+    target, and the seconds per map."""
+    import time
+
+    ia = InputAgnostic(model, mean, std, config, batch_size=batch_size, progress=progress)
+    t0 = time.perf_counter()
+    maps = ia(list(targets), image_shape, seed=seed).cpu()
+    seconds = (time.perf_counter() - t0) / len(targets)
+    return maps, ia.history.get("refine", ia.history["nudge"])[-1], seconds
+
+
 # ----------------------------------------------------------------------------------------
 # display and controls
 # ----------------------------------------------------------------------------------------
@@ -524,6 +573,12 @@ def shuffled_map(maps: Tensor, seed: int = 0) -> Tensor:
     return out[0] if single else out
 
 
+def _stats_on(mean: Sequence[float], std: Sequence[float], device: torch.device) -> tuple[Tensor, Tensor]:
+    """``mean`` and ``std`` as float32 ``(1, C, 1, 1)`` tensors on ``device`` (checked)."""
+    m_, s_ = _check_stats(mean, std)
+    return torch.tensor(m_, device=device).view(1, -1, 1, 1), torch.tensor(s_, device=device).view(1, -1, 1, 1)
+
+
 @torch.no_grad()
 def target_scores(model: nn.Module, images: Tensor, maps: Tensor, targets: Sequence[int] | Tensor,
                   mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
@@ -541,9 +596,7 @@ def target_scores(model: nn.Module, images: Tensor, maps: Tensor, targets: Seque
     if t.numel() != maps.shape[0]:
         raise ValueError(f"need one target per map: {maps.shape[0]} maps, {t.numel()} targets")
     dev = _model_device(model)
-    m_, s_ = _check_stats(mean, std)
-    m = torch.tensor(m_, device=dev).view(1, -1, 1, 1)
-    s = torch.tensor(s_, device=dev).view(1, -1, 1, 1)
+    m, s = _stats_on(mean, std, dev)
     hits, probs = [], []
     for k in range(maps.shape[0]):
         h, p = [], []
@@ -555,3 +608,260 @@ def target_scores(model: nn.Module, images: Tensor, maps: Tensor, targets: Seque
         hits.append(torch.cat(h))
         probs.append(torch.cat(p))
     return torch.stack(hits), torch.stack(probs)
+
+
+# ----------------------------------------------------------------------------------------
+# fidelity: what a class's map does to the model, against controls
+# ----------------------------------------------------------------------------------------
+#: the maps :func:`fidelity` adds: none, the class's map, and its controls
+CONTROLS = ("none", "map", "random", "shuffled", "other")
+#: display names of the controls and of the data sets of :func:`fidelity`
+CONTROL_NAMES = {"map": "target map", "random": "random map, same norm", "shuffled": "shuffled map",
+                 "other": "other class's map", "none": "no map"}
+DATA_NAMES = {"noise": "fresh samples", "real": "ImageNet images"}
+
+
+def fresh_samples(config: AgnosticConfig, n: int, image_shape: Sequence[int], seed: int = 1) -> Tensor:
+    """``n`` samples ``(n, C, H, W)`` of ``config``'s distribution from a stream of their own
+    (``seed``, not the maps' streams): fresh inputs for :func:`fidelity` on noise."""
+    return sample(config.distribution, (n, *image_shape), _generator(seed, 0xF1DE), config.gaussian_std,
+                  config.lowres_factor)
+
+
+def pixel_images(lm: Any, items: Sequence[Any], size: int | None = None) -> tuple[Tensor, Tensor]:
+    """Image items (``.path``, ``.label``; :func:`cameras.data.image_items`) as the
+    :class:`~cameras.models.LoadedModel` ``lm`` preprocesses them (at ``size`` px), back in
+    pixel space [0, 1] ``(n, C, S, S)`` (CPU), and their labels: real images for
+    :func:`fidelity`."""
+    x = torch.stack([lm.preprocess(it.path, size=size) for it in items])
+    return lm.denormalize(x), torch.tensor([it.label for it in items])
+
+
+@torch.no_grad()
+def probabilities(model: nn.Module, images: Tensor, mean: Sequence[float] = (0.5, 0.5, 0.5),
+                  std: Sequence[float] = (0.5, 0.5, 0.5), batch_size: int = 64) -> Tensor:
+    """Softmax probabilities ``(n, classes)`` (CPU) of pixel-space ``images`` ``(n, C, H, W)``
+    in [0, 1], normalised with ``mean``/``std``, ``batch_size`` images per forward pass."""
+    dev = _model_device(model)
+    m, s = _stats_on(mean, std, dev)
+    return torch.cat([model((images[i:i + batch_size].to(dev) - m) / s).float().softmax(1).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def controls(maps: Tensor, i: int, classes: Sequence[int], norm: str | float = "inf", radius: float = 16 / 255,
+             seed: int = 1) -> list[tuple[str, Tensor, int]]:
+    """The maps :func:`fidelity` adds for ``classes[i]``, as ``(control, map, map class)``:
+    its own map (``"map"``), a Gaussian-direction map on the same sphere (``"random"``, map
+    class -1), its values shuffled (``"shuffled"``) and the next class's map (``"other"``).
+    The random and shuffled maps are drawn with ``seed * 1000 + class``."""
+    t, j = classes[i], (i + 1) % len(classes)
+    shape = tuple(maps.shape[1:])
+    return [("map", maps[i], t), ("random", random_map(shape, norm, radius, seed=seed * 1000 + t), -1),
+            ("shuffled", shuffled_map(maps[i], seed=seed * 1000 + t), t), ("other", maps[j], classes[j])]
+
+
+def fidelity(model: nn.Module, maps: Tensor, classes: Sequence[int], data: dict[str, tuple[Tensor, Tensor]],
+             mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
+             norm: str | float = "inf", radius: float = 16 / 255, *, seed: int = 1,
+             batch_size: int = 64) -> list[dict[str, Any]]:
+    """Model fidelity of the maps ``(T, C, H, W)`` of ``classes``, with controls.
+
+    ``data`` is ``{name: (images in [0, 1], labels)}`` (label -1 for samples of no class, e.g.
+    :func:`fresh_samples`). For each class :math:`t` and data set, the images *not* of class
+    :math:`t` are scored clean (``"none"``) and with each map of :func:`controls` added
+    (:func:`target_scores`): ``rate`` is the share whose top-1 is :math:`t`, ``p_target`` the mean
+    probability of :math:`t`. Clean images go through the model ``batch_size`` at a time,
+    images with a map ``2 * batch_size`` at a time. One row per (class, control, data set):
+    ``target, control, data, map_class, n, rate, p_target, norm_value`` (the added map's
+    ``l_p`` norm, 0 for ``"none"``).
+    """
+    norm = _norm_name(norm)
+    shape = tuple(maps.shape[1:])
+    clean = {d: probabilities(model, x, mean, std, batch_size) for d, (x, _) in data.items()}
+    rows = []
+    for i, t in enumerate(classes):
+        ctrl = controls(maps, i, classes, norm, radius, seed)
+        for d, (x, lab) in data.items():
+            keep = lab != t
+            hit, prob = target_scores(model, x[keep], torch.stack([m for _, m, _ in ctrl]), [t] * len(ctrl),
+                                      mean, std, batch_size=batch_size * 2)
+            p0 = clean[d][keep]
+            scored = [("none", p0.argmax(1) == t, p0[:, t], torch.zeros(shape), -1)]
+            scored += [(name, hit[k], prob[k], m, mc) for k, (name, m, mc) in enumerate(ctrl)]
+            rows += [{"target": t, "control": name, "data": d, "map_class": mc, "n": int(keep.sum()),
+                      "rate": float(h.float().mean()), "p_target": float(p.mean()),
+                      "norm_value": float(norm_of(m[None], norm)[0])} for name, h, p, m, mc in scored]
+    return rows
+
+
+def _class_names(names: Sequence[str] | None) -> Sequence[str]:
+    if names is not None:
+        return names
+    from .data import imagenet_classes
+
+    return imagenet_classes()
+
+
+def fidelity_table(fid, value: str = "rate", controls: Sequence[str] = ("map", "random", "other"),
+                   data: Sequence[str] = ("noise", "real"), class_names: Sequence[str] | None = None):
+    """Per model and class, ``value`` (``"rate"`` or ``"p_target"``) of each control on each
+    data set of :func:`fidelity` rows (with a ``model`` column): columns ``model``, ``class``,
+    ``other class`` (``class_names``: default the ImageNet classes), then one column
+    ``"<data set>: <control>"`` (human names) per data set and control."""
+    import pandas as pd
+
+    from .models import label
+
+    if fid.empty:
+        return pd.DataFrame()
+    names = _class_names(class_names)
+    d = fid[fid["control"].isin(controls) & fid["data"].isin(data)]
+    t = d.pivot_table(index=["model", "target"], columns=["data", "control"], values=value, sort=False)
+    t = t.reindex(columns=pd.MultiIndex.from_product([list(data), list(controls)]))
+    t.columns = [f"{DATA_NAMES[a]}: {CONTROL_NAMES[b]}" for a, b in t.columns]
+    other = d[d["control"] == "other"].drop_duplicates(["model", "target"]).set_index(["model", "target"])["map_class"]
+    idx = t.index
+    t.insert(0, "other class", [names[int(other.get(k, -1))] if other.get(k, -1) >= 0 else "" for k in idx])
+    t.insert(0, "class", [names[int(k[1])] for k in idx])
+    t.insert(0, "model", [label(k[0]) for k in idx])
+    return t.reset_index(drop=True)
+
+
+def summary_rates(fid):
+    """Per model, data set and control of :func:`fidelity` rows: the mean targeting rate (%)
+    and mean target probability over the classes, and on how many classes the target map's
+    mean target probability is above the control's."""
+    import pandas as pd
+
+    from .models import label
+
+    rows = []
+    for (model, data), g in fid.groupby(["model", "data"], sort=False):
+        mine = g[g["control"] == "map"].set_index("target")["p_target"]
+        for ctrl, h in g.groupby("control", sort=False):
+            p = h.set_index("target")["p_target"]
+            rows.append({"model": label(model), "data set": DATA_NAMES[data], "map added": CONTROL_NAMES[ctrl],
+                         "targeting rate (%)": 100 * h["rate"].mean(), "mean target probability": p.mean(),
+                         "classes where the target map is higher": "" if ctrl == "map"
+                         else f"{int((mine > p.reindex(mine.index)).sum())} / {len(mine)}"})
+    return pd.DataFrame(rows)
+
+
+def beats_random(fid):
+    """Per model, class and data set of :func:`fidelity` rows: is the target map's mean target
+    probability above the random map's (same norm)?"""
+    piv = fid[fid["control"].isin(["map", "random"])].pivot_table(
+        index=["model", "target", "data"], columns="control", values="p_target")
+    return piv["map"] > piv["random"]
+
+
+#: the parameters of :class:`AgnosticConfig`: ``(step of the method, symbol, meaning)``
+PARAMETERS = {
+    "distribution": ("1", "𝒟", "distribution of the samples"),
+    "gaussian_std": ("1", "s", "std of the clipped Gaussian (distribution 'gaussian')"),
+    "lowres_factor": ("1", "f", "coarseness of the smooth noise (distribution 'lowres')"),
+    "n_samples": ("1", "N", "samples per class"),
+    "n_steps": ("2", "K", "nudging steps per sample"),
+    "step_size": ("2", "α", "nudging step, pixel units (RMS for 'l2')"),
+    "step_rule": ("2, 5", "s(g)", "step direction: 'l2' = g / rms(g), 'sign' = sign(g)"),
+    "accumulate": ("3", "G", "what is accumulated: unit gradients or displacements"),
+    "norm": ("4", "p", "norm of the projection"),
+    "radius": ("4", "ε", "radius of the ball, pixel units (images in [0, 1])"),
+    "refine_steps": ("5", "R", "refinement steps"),
+    "refine_samples": ("5", "M", "fresh samples per refinement step (None: N)"),
+    "refine_step_size": ("5", "β", "refinement step, in units of the ball's RMS scale"),
+    "smooth_sigma": ("5", "ς", "Gaussian blur of the refinement step, pixels (0: none)"),
+}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "None"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def parameter_table(cfg: dict[str, Any], backdoor: dict[str, Any] | None = None):
+    """The method's parameters (:data:`PARAMETERS`): step, symbol, meaning and value in
+    ``cfg`` (column "ImageNet maps") and, when given, in ``backdoor`` ("backdoor maps")."""
+    import pandas as pd
+
+    rows = []
+    for k, (step, sym, what) in PARAMETERS.items():
+        row = {"step": step, "symbol": sym, "parameter": k, "meaning": what, "ImageNet maps": _fmt(cfg.get(k))}
+        if backdoor is not None:
+            row["backdoor maps"] = _fmt(backdoor.get(k))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------
+# sanity: cascading randomisation of the model (Adebayo et al. 2018)
+# ----------------------------------------------------------------------------------------
+def randomize_cascade_block(model: nn.Module, name: str, seed: int) -> None:
+    """Re-initialise, in place and reproducibly, the block ``name`` of
+    :func:`cameras.sanity.cascade_blocks` (``"<parent>.(own)"``: only the parameters
+    registered on the parent itself) with :func:`cameras.sanity.randomize_block`."""
+    from .sanity import randomize_block
+
+    own = name.endswith("(own)")
+    randomize_block(model.get_submodule(name.removesuffix("(own)").rstrip(".")), seed, own_only=own)
+
+
+def magnitude_similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman rank correlation (0 when a map is constant) and SSIM (``data_range=1``) of two
+    magnitude maps in [0, 1] (:func:`magnitude`), as computed by scipy and scikit-image."""
+    from scipy.stats import spearmanr
+    from skimage.metrics import structural_similarity
+
+    if a.std() == 0 or b.std() == 0:
+        rho = 0.0
+    else:
+        rho = float(spearmanr(a.ravel(), b.ravel()).statistic)
+    return rho, float(structural_similarity(a, b, data_range=1.0))
+
+
+def randomization_check(model: nn.Module, targets: Sequence[int], image_shape: Sequence[int],
+                        mean: Sequence[float], std: Sequence[float], config: AgnosticConfig,
+                        depths: Sequence[int], noise: Tensor, *, seed: int = 0, batch_size: int | None = None,
+                        progress: bool = False) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Cascading randomisation (Adebayo et al. 2018) of the input-agnostic maps of ``targets``.
+
+    A copy of ``model`` has its blocks (:func:`cameras.sanity.cascade_blocks`, logits first)
+    re-initialised one after the other, block ``i`` with seed ``seed + i``
+    (:func:`randomize_cascade_block`); at each depth of ``depths`` (0: intact) the maps are
+    recomputed with ``seed`` and compared with the intact ones (:func:`magnitude_similarity`
+    of the :func:`magnitude` maps), and their fidelity *for the randomised model* is measured
+    on ``noise`` (:func:`target_scores`, ``2 * batch_size`` images at a time). Returns rows
+    ``target, depth, block, spearman, ssim, rate_noise, p_noise, seconds`` (seconds per map)
+    and the maps ``{"<target>_<depth>": visualize(map)}``.
+    """
+    import copy
+
+    from .sanity import cascade_blocks
+
+    work = copy.deepcopy(model).eval()
+    blocks = cascade_blocks(work)
+    depths = sorted(set(depths))
+    if depths[-1] > len(blocks):
+        raise ValueError(f"depths go up to {len(blocks)} (the blocks of the model), got {depths[-1]}")
+    targets = list(targets)
+    rows, ref, store = [], None, {}
+    for depth in range(depths[-1] + 1):
+        if depth > 0:
+            randomize_cascade_block(work, blocks[depth - 1], seed + depth - 1)
+        if depth not in depths:
+            continue
+        maps, _, seconds = class_maps(work, targets, image_shape, mean, std, config, seed=seed,
+                                      batch_size=batch_size, progress=progress)
+        mags = magnitude(maps)
+        ref = mags if ref is None else ref
+        hit, prob = target_scores(work, noise, maps, targets, mean, std, batch_size=(batch_size or 32) * 2)
+        for i, t in enumerate(targets):
+            sp, ss = magnitude_similarity(ref[i], mags[i])
+            store[f"{t}_{depth}"] = visualize(maps[i])
+            rows.append({"target": t, "depth": depth, "block": "none" if depth == 0 else blocks[depth - 1],
+                         "spearman": sp, "ssim": ss, "rate_noise": float(hit[i].float().mean()),
+                         "p_noise": float(prob[i].mean()), "seconds": seconds})
+    return rows, store

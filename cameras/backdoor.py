@@ -25,15 +25,23 @@ This module holds what the experiment needs, small enough to train in seconds on
   share of the map's mass inside the trigger region, the largest share any ``w x w`` window
   holds (computed without knowing the trigger), and a robust z-score over the classes (median
   and MAD, the outlier rule of Neural Cleanse, Wang et al. 2019) that flags a class;
-* :func:`wilson` -- a Wilson score interval for a detection rate;
-* :func:`finetune_backdoor` -- the ``paper`` profile's path: fine-tune an ImageNet model
-  (EfficientNet-Lite0) on triggered ImageNet-sample images (meant for a GPU).
+* :func:`trial_plan`, :func:`run_trial` -- one seeded trial: the backdoor drawn from the
+  seed, a clean and a poisoned model trained, the input-agnostic maps of every class of both
+  and their scores (:func:`map_scores`);
+* :func:`detection`, :func:`detection_table`, :func:`threshold_sweep`, :func:`score_series` --
+  what the trials say: detection and false-alarm rates (:func:`rate_text`, with the Wilson
+  interval of :func:`cameras.metrics.wilson`) and the scores per trial;
+* :func:`finetune_backdoor`, :func:`imagenet_trial` -- the ``paper`` profile's path: fine-tune
+  an ImageNet model (EfficientNet-Lite0) on triggered ImageNet-sample images and score its
+  maps (meant for a GPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +63,18 @@ __all__ = [
     "trigger_mass",
     "peak_window",
     "anomaly_index",
-    "wilson",
+    "map_scores",
+    "one_thread",
+    "trial_plan",
+    "run_trial",
+    "detection",
+    "detection_table",
+    "threshold_sweep",
+    "rate_text",
+    "SERIES",
+    "score_series",
     "finetune_backdoor",
+    "imagenet_trial",
 ]
 
 PATTERNS = ("square", "checker", "cross")
@@ -274,19 +292,196 @@ def anomaly_index(scores: Sequence[float] | np.ndarray) -> np.ndarray:
     return (s - med) / mad
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``k / n`` (95 % for ``z = 1.96``); it contains
-    ``k / n`` also at 0 and 1. ``(nan, nan)`` for ``n = 0``."""
-    if n <= 0:
-        return math.nan, math.nan
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+def map_scores(maps: Tensor | np.ndarray, mask: Tensor, window: int = 4,
+               threshold: float = 2.0) -> dict[str, np.ndarray]:
+    """What the maps of the classes of one model say, per class: ``trigger_mass`` (share of the
+    mass in ``mask``), ``peak_window`` (:func:`peak_window`, with ``peak_row``/``peak_col``),
+    ``anomaly`` (:func:`anomaly_index` of the peak shares) and ``flagged``: the class with the
+    largest anomaly index, if that index exceeds ``threshold`` (one class, unless several tie)."""
+    tmass = trigger_mass(maps, mask)
+    peak, where = peak_window(maps, window)
+    ai = anomaly_index(peak)
+    flagged = (ai == ai.max()) & (ai > threshold)
+    return {"trigger_mass": tmass, "peak_window": peak, "peak_row": where[:, 0], "peak_col": where[:, 1],
+            "anomaly": ai, "flagged": flagged}
 
+
+def _class_scores(scores: Mapping[str, np.ndarray], j: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """The scores of class ``j`` as plain Python values (``flagged`` a bool, the rest floats)."""
+    return {k: (bool(scores[k][j]) if k == "flagged" else float(scores[k][j])) for k in (keys or scores)}
+
+
+# ----------------------------------------------------------------------------------------
+# trials on the digits
+# ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the small CNN on one CPU thread: its operations are too small to share, and on a
+    busy 2-core machine two threads cost 3-4x the CPU time (measured: 6.0 s vs 1.6 s for 3
+    epochs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def trial_plan(seed: int, trial: int, size: int = 16, patterns: Sequence[str] = PATTERNS,
+               trigger_sizes: Sequence[int] = (3, 4)) -> dict[str, Any]:
+    """The backdoor of a trial, drawn from ``(seed, trial)``: the trial's own ``seed`` (``seed
+    * 1000 + trial``), attacked class ``target``, ``pattern``, ``trigger_size`` and the corner
+    ``(row, col)`` of ``size`` px images it sits in (the digits are centred, so corners are
+    background)."""
+    rng = np.random.default_rng([seed, trial, 0xBD])
+    ts = int(rng.choice(trigger_sizes))
+    corner = int(rng.integers(4))
+    return {"seed": seed * 1000 + trial, "target": int(rng.integers(10)), "pattern": str(rng.choice(patterns)),
+            "trigger_size": ts, "row": 0 if corner < 2 else size - ts, "col": 0 if corner % 2 == 0 else size - ts}
+
+
+def run_trial(plan: Mapping[str, Any], agnostic: Mapping[str, Any], size: int = 16, epochs: int = 15,
+              fraction: float = 0.1, distributions: Sequence[str] = ("lowres",), window: int = 4,
+              threshold: float = 2.0) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """One trial of :func:`trial_plan`'s ``plan``, on one CPU thread (:func:`one_thread`).
+
+    The digits at ``size`` px (split by the trial's seed); a clean and a poisoned model
+    (:func:`poison` with ``fraction``, :func:`train` for ``epochs``), same seed; for each model
+    and each distribution of ``distributions``, the input-agnostic maps of every class
+    (:func:`cameras.agnostic.input_agnostic_map` with the settings ``agnostic``, the trial's
+    seed) and their :func:`map_scores`. Returns one row per (kind, distribution, class) --
+    ``kind, distribution, class``, the plan, ``clean_accuracy, attack_success``, the scores,
+    ``train_seconds`` (per model), ``map_seconds`` -- and the magnitude maps
+    ``{"<kind>_<distribution>": (classes, S, S)}``.
+    """
+    from .agnostic import input_agnostic_map, magnitude
+
+    trig = Trigger(plan["pattern"], plan["trigger_size"], plan["row"], plan["col"])
+    d = digits(size, seed=plan["seed"])
+    classes = list(range(int(d.y_train.max()) + 1))
+    with one_thread():
+        t0 = time.perf_counter()
+        xp, yp, _ = poison(d.x_train, d.y_train, trig, plan["target"], fraction, plan["seed"])
+        models = {"clean": train(d.x_train, d.y_train, plan["seed"], epochs),
+                  "poisoned": train(xp, yp, plan["seed"], epochs)}
+        train_seconds = (time.perf_counter() - t0) / 2
+    mask, rows, store = trig.mask(size, size), [], {}
+    for kind, model in models.items():
+        acc = accuracy(model, d.x_test, d.y_test)
+        asr = attack_success(model, d.x_test, d.y_test, trig, plan["target"])
+        for dist in distributions:
+            with one_thread():
+                t0 = time.perf_counter()
+                maps = input_agnostic_map(model, classes, (1, size, size), (0.5,), (0.5,), seed=plan["seed"],
+                                          progress=False, **{**agnostic, "distribution": dist})
+                map_seconds = time.perf_counter() - t0
+            store[f"{kind}_{dist}"] = magnitude(maps)
+            sc = map_scores(maps, mask, window, threshold)
+            rows += [{"kind": kind, "distribution": dist, "class": c, **plan, "clean_accuracy": acc,
+                      "attack_success": asr, **_class_scores(sc, c), "train_seconds": train_seconds,
+                      "map_seconds": map_seconds} for c in classes]
+    return rows, store
+
+
+# ----------------------------------------------------------------------------------------
+# what the trials say
+# ----------------------------------------------------------------------------------------
+def detection(bd, threshold: float | None = None):
+    """Per trial, model kind and distribution of :func:`run_trial` rows (with a ``trial``
+    column): the attacked class, the flagged class (-1: none; with ``threshold``, the flag
+    that threshold would give), the attacked class's anomaly index and rank, the largest
+    anomaly index of the other classes, the trigger-region mass of the attacked class and the
+    mean of the others, attack success, clean accuracy, pattern and trigger size."""
+    import pandas as pd
+
+    rows = []
+    for (trial, kind, dist), g in bd.groupby(["trial", "kind", "distribution"], sort=False):
+        g = g.set_index("class")
+        t = int(g["target"].iloc[0])
+        flagged = g.index[g["flagged"].astype(bool)].tolist()
+        if threshold is not None:
+            a = g["anomaly"]
+            flagged = [int(a.idxmax())] if a.max() > threshold else []
+        rows.append({"trial": trial, "kind": kind, "distribution": dist, "target": t,
+                     "flagged": flagged[0] if flagged else -1, "anomaly_target": float(g.loc[t, "anomaly"]),
+                     "anomaly_others": float(g.drop(index=t)["anomaly"].max()),
+                     "rank_target": int((g["anomaly"] > g.loc[t, "anomaly"]).sum()) + 1,
+                     "mass_target": float(g.loc[t, "trigger_mass"]),
+                     "mass_others": float(g.drop(index=t)["trigger_mass"].mean()),
+                     "attack_success": float(g["attack_success"].iloc[0]),
+                     "clean_accuracy": float(g["clean_accuracy"].iloc[0]),
+                     "pattern": g["pattern"].iloc[0], "trigger_size": int(g["trigger_size"].iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def rate_text(k: int, n: int) -> str:
+    """``"k/n = rate % [95 % Wilson interval]"`` (:func:`cameras.metrics.wilson`), or "not run"."""
+    from .metrics import wilson
+
+    lo, hi = wilson(k, n)
+    return "not run" if n == 0 else f"{k}/{n} = {100 * k / n:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def _rates(det) -> tuple[Any, Any, dict[str, str]]:
+    """Poisoned and clean rows of :func:`detection` and their detection / false-alarm texts."""
+    p, c = det[det["kind"] == "poisoned"], det[det["kind"] == "clean"]
+    return p, c, {"attacked class flagged": rate_text(int((p["flagged"] == p["target"]).sum()), len(p)),
+                  "clean models flagged (false alarm)": rate_text(int((c["flagged"] >= 0).sum()), len(c))}
+
+
+def detection_table(bd):
+    """Per distribution of :func:`run_trial` rows: detection rate on the poisoned models
+    (attacked class flagged), attacked class ranked first, false alarms on the clean models
+    (any class flagged), each as :func:`rate_text`; mean trigger-region mass of the attacked
+    class on the poisoned model, of the other classes, and of the attacked class on the clean
+    model."""
+    import pandas as pd
+
+    rows = []
+    for dist, g in detection(bd).groupby("distribution", sort=False):
+        p, c, rates = _rates(g)
+        rows.append({"distribution": dist, "poisoned models": len(p),
+                     "attacked class flagged": rates["attacked class flagged"],
+                     "attacked class ranked first": rate_text(int((p["rank_target"] == 1).sum()), len(p)),
+                     "clean models flagged (false alarm)": rates["clean models flagged (false alarm)"],
+                     "trigger-region mass, attacked class": p["mass_target"].mean(),
+                     "… other classes": p["mass_others"].mean(),
+                     "… attacked class, clean model": c["mass_target"].mean()})
+    return pd.DataFrame(rows)
+
+
+def threshold_sweep(bd, thresholds: Sequence[float] = (2, 3, 4, 5)):
+    """Detection and false-alarm rates of :func:`run_trial` rows if the flagging threshold on
+    the anomaly index were each of ``thresholds`` (the trade-off; nothing recomputed), per
+    distribution in order of appearance."""
+    import pandas as pd
+
+    rows = [{"distribution": dist, "threshold": thr, **_rates(g)[2]} for thr in thresholds
+            for dist, g in detection(bd, threshold=thr).groupby("distribution", sort=False)]
+    out = pd.DataFrame(rows)
+    order = {d: i for i, d in enumerate(dict.fromkeys(out["distribution"]))} if len(out) else {}
+    return out.sort_values(["distribution", "threshold"], key=lambda c: c.map(order) if c.name == "distribution"
+                           else c, kind="stable").reset_index(drop=True)
+
+
+#: the three series of :func:`score_series`
+SERIES = ("attacked class, poisoned model", "other classes, poisoned model", "clean model")
+
+
+def score_series(bd):
+    """Tidy scores of :func:`run_trial` rows for figures: per trial, distribution and series of
+    :data:`SERIES`, the ``anomaly`` index and the trigger-region ``mass``: the attacked class on
+    the poisoned model; the other classes of the poisoned model (largest index, mean mass); the
+    clean model (largest index of any class, mass of the attacked class)."""
+    import pandas as pd
+
+    det = detection(bd)
+    p, c = det[det["kind"] == "poisoned"], det[det["kind"] == "clean"]
+    cols = ["trial", "distribution", "series", "anomaly", "mass"]
+    return pd.concat([p.assign(series=SERIES[0], anomaly=p["anomaly_target"], mass=p["mass_target"])[cols],
+                      p.assign(series=SERIES[1], anomaly=p["anomaly_others"], mass=p["mass_others"])[cols],
+                      c.assign(series=SERIES[2], anomaly=np.maximum(c["anomaly_target"], c["anomaly_others"]),
+                               mass=c["mass_target"])[cols]], ignore_index=True)
 
 # ----------------------------------------------------------------------------------------
 # the paper profile: an ImageNet model with a backdoor
@@ -354,3 +549,40 @@ def _batched_accuracy(model: nn.Module, x: Tensor, y: Tensor, mean: Tensor, std:
     dev = mean.device
     hits = [(model((x[i:i + bs].to(dev) - mean) / std).argmax(1).cpu() == y[i:i + bs]) for i in range(0, len(y), bs)]
     return float(torch.cat(hits).float().mean()) if hits else math.nan
+
+
+def imagenet_trial(lm: Any, images01: Tensor, labels: Tensor, trial: int, agnostic: Any, *, seed: int = 0,
+                   fraction: float = 0.1, epochs: int = 5, lr: float = 1e-3, trigger_size: int = 24,
+                   classes: int = 10, num_classes: int = 1000, threshold: float = 2.0, batch_size: int | None = None,
+                   trainable: Sequence[str] = ("_conv_head", "_bn1", "_fc"),
+                   progress: bool = True) -> list[dict[str, Any]]:
+    """One ImageNet backdoor trial (the ``paper`` profile; meant for a GPU).
+
+    From ``(seed, trial)``: a trigger (random pattern of :data:`PATTERNS`, ``trigger_size`` px,
+    8 px from the bottom-right corner) and ``classes`` distinct classes of ``num_classes``, the
+    first being the attacked one. ``lm`` is fine-tuned with the trigger on ``images01`` /
+    ``labels`` (:func:`finetune_backdoor`, seed ``seed + trial``); the input-agnostic maps of
+    the classes (:class:`cameras.agnostic.InputAgnostic` with the
+    :class:`~cameras.agnostic.AgnosticConfig` ``agnostic``, seed ``seed``) are scored with a
+    window of the trigger's size (:func:`map_scores`). One row per class: ``class, target``,
+    ``clean_accuracy, attack_success``, ``trigger_mass, peak_window, anomaly, flagged``,
+    ``seconds`` (fine-tuning and maps).
+    """
+    from .agnostic import InputAgnostic
+
+    shape = tuple(images01.shape[1:])
+    rng = np.random.default_rng([seed, trial, 0x1B])
+    ts = int(trigger_size)
+    trig = Trigger(str(rng.choice(PATTERNS)), ts, shape[1] - ts - 8, shape[2] - ts - 8)
+    chosen = [int(v) for v in rng.choice(num_classes, size=int(classes), replace=False)]
+    target = chosen[0]
+    t0 = time.perf_counter()
+    model, stats = finetune_backdoor(lm, images01, labels, trig, target, fraction, int(epochs), lr, seed=seed + trial,
+                                     trainable=trainable, progress=progress)
+    maps = InputAgnostic(model, lm.mean, lm.std, agnostic, batch_size=batch_size, progress=progress)(
+        chosen, shape, seed=seed).cpu()
+    seconds = time.perf_counter() - t0
+    sc = map_scores(maps, trig.mask(shape[1], shape[2]), ts, threshold)
+    keys = ("trigger_mass", "peak_window", "anomaly", "flagged")
+    return [{"class": c, "target": target, **stats, **_class_scores(sc, j, keys), "seconds": seconds}
+            for j, c in enumerate(chosen)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from cameras import agnostic as A
+from cameras import backdoor as BD
 from cameras.experiments import agnostic as E
 from cameras.runs import SettingsMismatch
 
@@ -41,7 +43,7 @@ def test_ci_run_writes_every_table(ci_run):
     _, r = ci_run
     s = E.settings("ci", **SMALL)
     fid = r["fidelity"]
-    assert len(fid) == len(s["classes"]) * len(E.CONTROLS) * 2
+    assert len(fid) == len(s["classes"]) * len(A.CONTROLS) * 2
     assert not fid.duplicated(["model", "target", "control", "data"]).any()
     assert fid["rate"].between(0, 1).all() and fid["p_target"].between(0, 1).all()
     bounded = fid[fid["control"] != "none"]
@@ -78,44 +80,35 @@ def test_other_settings_are_refused_not_mixed(ci_run):
 def test_tables_and_figures(ci_run):
     results, r = ci_run
     s = E.settings("ci", **SMALL)
-    t = E.fidelity_table(r["fidelity"])
+    t = A.fidelity_table(r["fidelity"])
     assert len(t) == len(s["classes"]) and t.isna().sum().sum() == 0
-    assert ("", "class") in t.columns and ("ImageNet images", "target map") in t.columns
-    summ = E.summary_rates(r["fidelity"])
-    assert set(summ["map added"]) == set(E.CONTROL_NAMES.values())
-    det = E.detection_table(r["backdoor"])
+    assert "class" in t.columns and "ImageNet images: target map" in t.columns
+    summ = A.summary_rates(r["fidelity"])
+    assert set(summ["map added"]) == set(A.CONTROL_NAMES.values())
+    det = BD.detection_table(r["backdoor"])
     assert len(det) == len(s["backdoor_distributions"]) and "attacked class flagged" in det
-    assert E.beats_random(r["fidelity"]).shape[0] == len(s["classes"]) * 2
+    assert A.beats_random(r["fidelity"]).shape[0] == len(s["classes"]) * 2
     from cameras.engine import MapStore
 
     store = MapStore(E.EXPERIMENT.folder(s, results) / "maps")
     m = s["models"][0]
-    figs = [E.plot_pairs(m, s["classes"], store.read(m, "agnostic"), store.read(m, "cameras"), size=32),
+    figs = [E.plot_pairs(m, s["classes"], store.read(m, "agnostic"), store.read(m, "cameras")),
             E.plot_fidelity(r["fidelity"]), E.plot_sanity(r["sanity"], store.read(m, "sanity")),
             E.plot_backdoor_maps(r["backdoor"], store.read("backdoor", "trial0"), 0, "lowres"),
             E.plot_backdoor_scores(r["backdoor"], s["anomaly_threshold"])]
     assert all(f.get_figwidth() <= 7.5 for f in figs)
+    # missing maps are "not run" panels, not errors
+    assert E.plot_pairs(m, s["classes"], {}, {}).get_figwidth() <= 7.5
 
 
-def test_trial_plan_is_seeded_and_fits():
+def test_the_chapter_uses_the_library_plan():
     s = E.settings("offline")
-    plans = [E.trial_plan(s, i) for i in range(s["backdoor_trials"])]
-    assert plans == [E.trial_plan(s, i) for i in range(s["backdoor_trials"])]
+    plans = [BD.trial_plan(s["seed"], i, s["backdoor_size"], s["backdoor_patterns"], s["backdoor_trigger_sizes"])
+             for i in range(s["backdoor_trials"])]
     assert len({p["target"] for p in plans}) > 3 and len({p["pattern"] for p in plans}) > 1
     for p in plans:
-        assert 0 <= p["row"] <= s["backdoor_size"] - p["trigger_size"]
-        assert p["row"] in (0, s["backdoor_size"] - p["trigger_size"])
-
-
-def test_detection_counts_a_flag_of_the_attacked_class_only():
-    rows = []
-    for kind, flag in (("poisoned", 3), ("clean", -1)):
-        for c in range(10):
-            rows.append({"trial": 0, "kind": kind, "distribution": "lowres", "class": c, "target": 3,
-                         "anomaly": 5.0 if c == flag else 0.1 * c, "flagged": c == flag,
-                         "trigger_mass": 0.5 if c == flag else 0.05, "attack_success": 1.0, "clean_accuracy": 0.9,
-                         "pattern": "square", "trigger_size": 3})
-    d = E.detection(pd.DataFrame(rows))
-    assert d.set_index("kind").loc["poisoned", "flagged"] == 3 and d.set_index("kind").loc["clean", "flagged"] == -1
-    t = E.detection_table(pd.DataFrame(rows)).iloc[0]
-    assert t["attacked class flagged"].startswith("1/1") and t["clean models flagged (false alarm)"].startswith("0/1")
+        assert p["trigger_size"] in s["backdoor_trigger_sizes"] and p["row"] in (0, 16 - p["trigger_size"])
+    with pytest.raises(ValueError, match="backdoor_size"):
+        E.settings("ci", backdoor_size=18)
+    with pytest.raises(ValueError, match="backdoor_trigger_sizes"):
+        E.settings("ci", backdoor_trigger_sizes=[9])
