@@ -15,6 +15,7 @@ import copy
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -197,7 +198,7 @@ def test_every_cell_at_four_layers_and_combined_equals_the_authors_script(script
     layers = SCRIPT_LAYERS[kind]
     checked, degenerate, partial = 0, 0, 0
     for (name, p1, p2, b), expect in ref.items():
-        got = ours[(name, p1, p2)][b]
+        got = ours[(name, f"{p1}/{p2}")][b]
         if name == "combined":
             parts = [ref[(n, p1, p2, b)] for n in layers]
             kept = [m for m in parts if m is not None and not _constant(m)]
@@ -222,7 +223,7 @@ def test_the_saliency_contract_matches_the_grid(scripted):
     layers = SCRIPT_LAYERS[kind]
     for p1, p2 in (("conv1x1", "norm"), ("conv3x3", "max"), ("scaling", "sum"), ("bias", "filter_norm")):
         one = saliency("normgrad", net, x, t, layer=layers[1], phase1=p1, phase2=p2)
-        assert torch.allclose(one, normalize_maps(ours[(layers[1], p1, p2)]), atol=1e-10)
+        assert torch.allclose(one, normalize_maps(ours[(layers[1], f"{p1}/{p2}")]), atol=1e-10)
         comb = saliency("normgrad", net, x, t, layer=layers, phase1=p1, phase2=p2)
         expect = torch.stack([ref[("combined", p1, p2, b)] for b in range(2)])
         assert float((comb - normalize_maps(expect)).abs().max()) <= 1e-6, (p1, p2)
@@ -454,3 +455,69 @@ def test_class_sensitivity_rebuffi_rows_and_summary(small):
     assert row["mean"] == pytest.approx(vals.mean()) and row["ci_low"] <= row["mean"] <= row["ci_high"]
     meta = class_sensitivity_rebuffi("normgrad", net, x, layer="layer3", meta_lr=2.5e-3)
     assert not np.allclose(meta["class_spearman"], vals.to_numpy())
+
+
+# ----------------------------------------------------------------------------------------
+# the grid's extras and meta form, and the summaries
+# ----------------------------------------------------------------------------------------
+def test_grid_extras_and_meta_grid_are_the_registered_methods(small):
+    net, x = small
+    t = torch.tensor([1, 4, 7])
+    layers = ["layer2", "layer4"]
+    g = normgrad_grid(net, x, t, layers, extra=("gradcam", "hirescam", "layercam", "gradcam++"))
+    for m in ("gradcam", "hirescam", "layercam", "gradcam++"):
+        for lay in layers:
+            assert torch.allclose(normalize_maps(g[(lay, m)]), saliency(m, net, x, t, layer=lay), atol=1e-6), (m, lay)
+    gm = normgrad_grid(net, x, t, layers, phase1=["conv3x3"], phase2=["sum"], extra=("gradcam",), meta_lr=2.5e-3)
+    assert set(gm) == {("layer2", "conv3x3/sum"), ("layer4", "conv3x3/sum"), ("combined", "conv3x3/sum"),
+                       ("layer2", "gradcam"), ("layer4", "gradcam")}
+    ref = meta_saliency("normgrad", net, x, t, lr=2.5e-3, layer=layers, phase1="conv3x3", phase2="sum", mode="loop")
+    assert float((normalize_maps(gm[("combined", "conv3x3/sum")]) - ref).abs().max()) <= 1e-6
+    ref = meta_saliency("gradcam", net, x, t, lr=2.5e-3, layer="layer2", mode="loop")
+    assert float((normalize_maps(gm[("layer2", "gradcam")]) - ref).abs().max()) <= 1e-6
+    with pytest.raises(ValueError, match="extra must name"):
+        normgrad_grid(net, x, t, layers, extra=("rise",))
+
+
+def test_a_layer_at_input_resolution_is_not_changed_in_place():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).double().eval()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    caps = capture_layers(net, x, torch.tensor([0, 2]), ["1", "3"])
+    raw = [layer_map(A, G, "scaling", "sum") for A, G in caps]
+    keep = [r.clone() for r in raw]
+    from cameras.methods.normgrad import combine_maps
+
+    out = combine_maps(raw, (12, 12))
+    assert all(torch.equal(a, b) for a, b in zip(raw, keep, strict=True))
+    up = F.interpolate(raw[1][:, None], size=(12, 12), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(out, normalize_maps(raw[0]) * normalize_maps(up), atol=1e-12)
+
+
+def test_grid_arrays_gradient_share_and_tables(small):
+    from cameras.methods.meta import compare_modes
+    from cameras.methods.normgrad import gradient_mean_share, grid_arrays
+    from cameras.metrics import (
+        class_sensitivity_table,
+        grid_class_sensitivity,
+        grid_class_sensitivity_table,
+    )
+
+    net, x = small
+    g = normgrad_grid(net, x[:2], torch.tensor([1, 2]), ["layer3"], phase1=["bias"], phase2=["norm"])
+    a = grid_arrays(g, ["a", "b"])
+    assert set(a) == {"a|layer3|bias/norm", "b|layer3|bias/norm"} and a["a|layer3|bias/norm"].shape == (24, 24)
+    (A, G), = capture_layers(net, x, torch.tensor([1, 2, 3]), ["layer4"])
+    assert torch.allclose(gradient_mean_share(G), torch.ones(3, dtype=G.dtype))  # feeds the average pool
+    assert (gradient_mean_share(torch.randn(2, 5, 6, 6)) < 0.5).all()
+    df = grid_class_sensitivity(net, x, ["layer3", "layer4"], phase1=["conv1x1"], phase2=["norm"], extra=("gradcam",))
+    t = grid_class_sensitivity_table(df, ["layer3", "layer4", "combined"], ["conv1x1/norm", "gradcam"])
+    assert t.shape == (2, 3) and np.isnan(t.loc["gradcam", "combined"])
+    rows = pd.DataFrame({"method": ["m"] * 6, "layer": ["l"] * 6, "image": [0, 1, 2] * 2,
+                         "meta_lr": [0.0] * 3 + [0.1] * 3, "class_spearman": [0.9, 0.8, np.nan, 0.5, 0.4, 0.3]})
+    ct = class_sensitivity_table(rows).iloc[0]
+    assert ct["mean_plain"] == pytest.approx(0.85) and ct["mean_meta"] == pytest.approx(0.4)
+    assert ct["n"] == 3 and ct["dropped"] == 1 and ct["change"].startswith("-0.40")
+    r = compare_modes("normgrad", net, x[:2], [1, 2], lr=1e-3)
+    assert r["max_abs_diff"] < 1e-6 and r["vmap"] > 0 and r["loop"] > 0

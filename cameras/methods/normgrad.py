@@ -52,6 +52,7 @@ The gradients of several layers come from one forward and one backward pass
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +72,9 @@ __all__ = [
     "combine_maps",
     "normgrad_maps",
     "normgrad_grid",
+    "cell_name",
+    "gradient_mean_share",
+    "grid_arrays",
     "grid_layers",
     "as_layer_list",
 ]
@@ -260,17 +264,16 @@ def capture_layers(model: nn.Module, images: Tensor, targets: Tensor, layers: Se
 # ----------------------------------------------------------------------------------------
 def _constant(m: Tensor) -> Tensor:
     """``(B,)``: whether each ``(h, w)`` map is constant (up to rounding)."""
-    flat = m.reshape(m.shape[0], -1)
-    hi, lo = flat.amax(1), flat.amin(1)
-    scale = torch.maximum(hi.abs(), lo.abs())
-    return (hi - lo) <= 64 * torch.finfo(m.dtype).eps * scale
+    lo, hi = m.reshape(m.shape[0], -1).aminmax(dim=1)
+    return (hi - lo) <= 64 * torch.finfo(m.dtype).eps * torch.maximum(hi.abs(), lo.abs())
 
 
-def _minmax(m: Tensor) -> Tensor:
-    flat = m.reshape(m.shape[0], -1)
-    lo = flat.amin(1, keepdim=True)
-    span = (flat.amax(1, keepdim=True) - lo).clamp_min(torch.finfo(m.dtype).tiny)
-    return ((flat - lo) / span).reshape(m.shape)
+def _minmax_(m: Tensor) -> Tensor:
+    """Min-max normalise each map of ``(B, H, W)`` in place (the authors' ``out - min; out / max``)."""
+    flat = m.view(m.shape[0], -1)
+    lo, hi = flat.aminmax(dim=1)
+    flat.sub_(lo[:, None]).div_((hi - lo).clamp_min(torch.finfo(m.dtype).tiny)[:, None])
+    return m
 
 
 def combine_maps(raw: Sequence[Tensor], shape: tuple[int, int]) -> Tensor:
@@ -279,16 +282,22 @@ def combine_maps(raw: Sequence[Tensor], shape: tuple[int, int]) -> Tensor:
     for an image is left out of that image's product (alone it gives zeros)."""
     from .cam import upsample
 
-    out = None
-    used = None
+    out, used = None, None
     for m in raw:
         const = _constant(m)
-        norm = _minmax(upsample(torch.where(const[:, None, None], torch.zeros_like(m), m), shape))
-        norm = torch.where(const[:, None, None], torch.ones_like(norm), norm)
-        out = norm if out is None else out * norm
+        any_const = bool(const.any())
+        if any_const:
+            m = torch.where(const[:, None, None], torch.zeros_like(m), m)
+        up = upsample(m, shape)
+        norm = _minmax_(up.clone() if up.data_ptr() == m.data_ptr() else up.contiguous())
+        if any_const:
+            norm[const] = 1.0
+        out = norm if out is None else out.mul_(norm)
         used = ~const if used is None else used | ~const
     assert out is not None and used is not None
-    return torch.where(used[:, None, None], out, torch.zeros_like(out))
+    if not bool(used.all()):
+        out[~used] = 0.0
+    return out
 
 
 def normgrad_maps(model: nn.Module, images: Tensor, targets: Tensor, layer: Any,
@@ -301,41 +310,86 @@ def normgrad_maps(model: nn.Module, images: Tensor, targets: Tensor, layer: Any,
     return combine_maps([layer_map(A, G, phase1, phase2) for A, G in caps], tuple(images.shape[-2:]))
 
 
+def cell_name(phase1: str, phase2: str) -> str:
+    """The grid cell's key in :func:`normgrad_grid`: ``"conv1x1/norm"``."""
+    return f"{phase1}/{phase2}"
+
+
 def normgrad_grid(model: nn.Module, images: Tensor, targets: Tensor, layers: Sequence,
                   phase1: Sequence[str] = PHASE1, phase2: Sequence[str] = PHASE2,
-                  combined: bool = True) -> dict[tuple[str, str, str], Tensor]:
-    """Every (phase 1, phase 2) cell at every layer of ``layers`` (and their product,
-    key ``"combined"``) from one forward and one backward pass.
+                  combined: bool = True, extra: Sequence[str] = (), meta_lr: float | None = None,
+                  ) -> dict[tuple[str, str], Tensor]:
+    """Every (phase 1, phase 2) cell at every layer of ``layers`` (and their product, layer
+    ``"combined"``) from one forward and one backward pass.
 
-    Returns ``{(layer, phase1, phase2): (B, H, W)}`` maps in [0, 1] with the layers as given
-    (module names). Call with the model in eval mode; targets as a ``(B,)`` LongTensor.
+    Returns ``{(layer, "phase1/phase2"): (B, H, W)}`` maps in [0, 1], layers as given (module
+    names). ``extra``: other activation x gradient methods of the same pass, one map per layer
+    (``"gradcam"``, ``"hirescam"``, ``"layercam"``, ``"gradcam++"``, as the registered
+    methods). ``meta_lr``: the maps after one SGD step per image on the cross-entropy of its
+    target (:func:`cameras.methods.meta.meta_capture`). Targets: a ``(B,)`` LongTensor.
     """
     from ..hooks import eval_mode
+    from .meta import VMAP_METHODS, meta_capture
 
     layers = as_layer_list(layers)
     for p1 in phase1:
         for p2 in phase2:
             check_phases(p1, p2)
+    unknown = [e for e in extra if e not in VMAP_METHODS or e == "normgrad"]
+    if unknown:
+        raise ValueError(f"extra must name methods of {', '.join(m for m in VMAP_METHODS if m != 'normgrad')}; "
+                         f"got {unknown}")
     shape = tuple(images.shape[-2:])
     with eval_mode(model), torch.enable_grad():
-        caps = capture_layers(model, images, targets, layers)
-    out: dict[tuple[str, str, str], Tensor] = {}
+        if meta_lr is None:
+            caps = capture_layers(model, images, targets, layers)
+        else:
+            caps = meta_capture(model, images, targets, layers, meta_lr)
+    out: dict[tuple[str, str], Tensor] = {}
     for p1 in phase1:
         for p2 in phase2:
             raw = [layer_map(A, G, p1, p2) for A, G in caps]
             for name, m in zip(layers, raw, strict=True):
-                out[(str(name), p1, p2)] = combine_maps([m], shape)
+                out[(str(name), cell_name(p1, p2))] = combine_maps([m], shape)
             if combined and len(layers) > 1:
-                out[(COMBINED, p1, p2)] = combine_maps(raw, shape)
+                out[(COMBINED, cell_name(p1, p2))] = combine_maps(raw, shape)
+    for e in extra:
+        fn = VMAP_METHODS[e]({})
+        for name, (A, G) in zip(layers, caps, strict=True):
+            out[(str(name), e)] = combine_maps([fn(A, G)], shape)
     return out
+
+
+def grid_arrays(maps: dict[tuple[str, str], Tensor], names: Sequence[str], keep=None, scale: float = 0.5
+                ) -> dict[str, Any]:
+    """:func:`normgrad_grid` maps as 8-bit arrays ``{"name|layer|cell": (h, w) uint8}`` resized
+    by ``scale`` (bilinear), for storing figures; ``keep(cell) -> bool`` selects cells."""
+    out = {}
+    for (layer, cell), m in maps.items():
+        if keep is None or keep(cell):
+            small = F.interpolate(m[:, None].float(), scale_factor=scale, mode="bilinear", align_corners=False)[:, 0]
+            q = (small.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            out.update({f"{n}|{layer}|{cell}": q[j] for j, n in enumerate(names)})
+    return out
+
+
+def gradient_mean_share(G: Tensor) -> Tensor:
+    r"""``(B,)``: how much of the gradient is its spatial mean,
+    :math:`\|\sum_u g(u)\|^2 / (HW \sum_u \|g(u)\|^2)` in [0, 1]; 1 when the gradient is the
+    same at every location (a layer that feeds a global average pool), where Grad-CAM's
+    spatial averaging loses nothing."""
+    B, K, h, w = G.shape
+    mean = G.sum((2, 3))
+    return mean.pow(2).sum(1) / (h * w * G.pow(2).sum((1, 2, 3))).clamp_min(torch.finfo(G.dtype).tiny)
 
 
 # ----------------------------------------------------------------------------------------
 # the layers of the authors' grid scripts
 # ----------------------------------------------------------------------------------------
-def grid_layers(model: nn.Module) -> list[str]:
+def grid_layers(model: nn.Module | str) -> list[str]:
     """Four depths as in the authors' grid scripts: after the 2nd, 3rd and 4th downsampling
-    of the feature extractor and right before global pooling.
+    of the feature extractor and right before global pooling (``model``: a network, or a name
+    of :func:`cameras.models.available_models`).
 
     ResNet: ``layer2.0``, ``layer3.0``, ``layer4.0``, ``layer4`` (``resnet50_grid_saliency.py``).
     VGG: the 2nd to 5th max-pool (``vgg16_grid_saliency.py`` uses VGG16-BN's
@@ -345,6 +399,8 @@ def grid_layers(model: nn.Module) -> list[str]:
     """
     from .layers import _find
 
+    if isinstance(model, str):
+        return list(_grid_layers_of(model))
     found = _find(model)
     if found is None:
         raise ValueError(f"no grid layers for {type(model).__name__}; pass the layers yourself")
@@ -359,6 +415,13 @@ def grid_layers(model: nn.Module) -> list[str]:
     else:
         raise ValueError(f"no grid layers for {family}; pass the layers yourself")
     return [prefix + n for n in names]
+
+
+@functools.cache
+def _grid_layers_of(name: str) -> tuple[str, ...]:
+    from ..models import get_spec
+
+    return tuple(grid_layers(get_spec(name).build(False)[0]))
 
 
 def _lite_grid_layers(net: nn.Module) -> list[str]:

@@ -28,6 +28,9 @@ from .class_sensitivity import (
     class_sensitivity,
     class_sensitivity_extras,
     class_sensitivity_rebuffi,
+    class_sensitivity_table,
+    grid_class_sensitivity,
+    grid_class_sensitivity_table,
     spearman_no_abs,
     summarize_class_sensitivity,
 )
@@ -68,7 +71,7 @@ _WHERE = {name: mod for mod, names in _LAZY.items() for name in names}
 
 __all__ = [
     "MetricInfo", "metric_info", "class_sensitivity", "class_sensitivity_rebuffi",
-    "class_sensitivity_extras", "summarize_class_sensitivity", "spearman_no_abs", "map_density", "masked_images", "auc",
+    "grid_class_sensitivity", "grid_class_sensitivity_table", "class_sensitivity_table", "class_sensitivity_extras", "summarize_class_sensitivity", "spearman_no_abs", "map_density", "masked_images", "auc",
     "insertion_deletion", "pixel_counts", "METRICS", "entropy", "high_frequency_share",
     "hog_similarity", "iou_top", "map_similarities", "spearman", "spearman_abs", "ssim",
     "top_mass", "wilson", "bootstrap_ci", "saliency_point", "GRID_COLUMNS", "Grids", "confident_indices",

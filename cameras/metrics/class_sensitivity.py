@@ -36,7 +36,8 @@ from ..methods._callables import check_images, compute_maps, device_of, ids_or_r
 from ._info import MetricInfo, describe
 from .similarity import _minmax, average_ranks, spearman, ssim
 
-__all__ = ["class_sensitivity_rebuffi", "summarize_class_sensitivity", "spearman_no_abs",
+__all__ = ["class_sensitivity_rebuffi", "grid_class_sensitivity", "summarize_class_sensitivity",
+           "class_sensitivity_table", "grid_class_sensitivity_table", "spearman_no_abs",
            "class_sensitivity_extras", "class_sensitivity"]
 
 _REF = "Rebuffi et al., CVPR 2020"
@@ -130,6 +131,40 @@ def class_sensitivity_rebuffi(
     return (df, maps) if return_maps else df
 
 
+def grid_class_sensitivity(model: nn.Module, images: Tensor, layers: Sequence[Any], *,
+                           meta_lr: float | None = None, extra: Sequence[str] = (),
+                           image_ids: Sequence[Any] | None = None, **grid: Any):
+    """:func:`class_sensitivity_rebuffi` for every cell of the backprop-saliency framework at
+    every layer of ``layers`` and combined (plus the ``extra`` activation x gradient methods)
+    from two captures (most and least probable class; with ``meta_lr`` after each image's SGD
+    step). ``grid``: ``phase1`` / ``phase2`` / ``combined`` of
+    :func:`cameras.methods.normgrad.normgrad_grid`. Returns a DataFrame ``image, layer, cell,
+    most, least, class_spearman``."""
+    import pandas as pd
+
+    from ..methods.normgrad import normgrad_grid
+
+    x = check_images(images).to(device_of(model))
+    ids = ids_or_range(image_ids, x.shape[0])
+    with eval_mode(model), torch.no_grad():
+        probs = model(x).float().softmax(1)
+    most, least = probs.argmax(1), probs.argmin(1)
+    grids = [normgrad_grid(model, x, c, layers, extra=extra, meta_lr=meta_lr, **grid) for c in (most, least)]
+    rows = []
+    for (layer, cell), m in grids[0].items():
+        r = spearman_no_abs(m, grids[1][(layer, cell)])
+        rows += [dict(image=ids[i], layer=layer, cell=cell, most=int(most[i]), least=int(least[i]),
+                      class_spearman=float(r[i])) for i in range(len(ids))]
+    return pd.DataFrame(rows, columns=["image", "layer", "cell", "most", "least", "class_spearman"])
+
+
+def grid_class_sensitivity_table(df, layers: Sequence[str] | None = None, cells: Sequence[str] | None = None):
+    """:func:`grid_class_sensitivity` rows as a table: the mean Spearman ρ (finite values, the
+    authors' rule) per cell (rows) and layer (columns), in the given orders."""
+    t = df.groupby(["cell", "layer"], sort=False)["class_spearman"].mean().unstack("layer")
+    return t.reindex(index=list(cells) if cells is not None else None, columns=list(layers) if layers else None)
+
+
 def summarize_class_sensitivity(df, by: Sequence[str] = ("method",), column: str = "class_spearman",
                                 n_boot: int = 2000, level: float = 0.95):
     """Per group: the mean of ``column`` over the images with a finite value (the authors'
@@ -147,6 +182,37 @@ def summarize_class_sensitivity(df, by: Sequence[str] = ("method",), column: str
         out.append({**dict(zip(by, key, strict=True)), "mean": float(ok.mean()) if len(ok) else math.nan,
                     "ci_low": lo, "ci_high": hi, "n": int(len(ok)), "dropped": int(len(v) - len(ok))})
     return pd.DataFrame(out, columns=[*by, "mean", "ci_low", "ci_high", "n", "dropped"])
+
+
+def class_sensitivity_table(df, rows: Sequence[str] = ("method", "layer"), meta: str = "meta_lr",
+                            column: str = "class_spearman", n_boot: int = 2000):
+    """One line per ``rows`` group: the mean class sensitivity without and with meta-saliency
+    (rows with ``meta == 0`` and ``!= 0``) with 95 % bootstrap intervals, as text ``"m [lo, hi]"``,
+    the paired change (meta minus plain, per image) with its interval, and the numbers of
+    images (``n``; ``dropped``: constant maps, left out as by the authors)."""
+    import pandas as pd
+
+    from .intervals import bootstrap_ci
+
+    def text(v: np.ndarray) -> str:
+        if not len(v):
+            return "–"
+        lo, hi = bootstrap_ci(v, n_boot=n_boot)
+        return f"{v.mean():.2f} [{lo:.2f}, {hi:.2f}]" if len(v) > 1 else f"{v.mean():.2f}"
+
+    out = []
+    for key, g in df.groupby(list(rows), sort=False):
+        plain = g[g[meta] == 0].set_index("image")[column]
+        stepped = g[g[meta] != 0].set_index("image")[column]
+        both = pd.concat([plain, stepped], axis=1, keys=["p", "m"]).dropna()
+        fin = [v.to_numpy(dtype=float) for v in (plain, stepped)]
+        fin = [v[np.isfinite(v)] for v in fin]
+        key = key if isinstance(key, tuple) else (key,)
+        out.append({**dict(zip(rows, key, strict=True)), "plain": text(fin[0]), "meta": text(fin[1]),
+                    "change": text((both["m"] - both["p"]).to_numpy(dtype=float)), "mean_plain": fin[0].mean()
+                    if len(fin[0]) else math.nan, "mean_meta": fin[1].mean() if len(fin[1]) else math.nan,
+                    "n": int(len(plain)), "dropped": int(len(plain) - len(fin[0]) + len(stepped) - len(fin[1]))})
+    return pd.DataFrame(out)
 
 
 def class_sensitivity_extras(
