@@ -443,11 +443,12 @@ def test_perturbation_methods_need_float32(resnet, x):
 
 
 def test_center_peaks_at_torchrays_center_point():
-    for h, w in ((64, 64), (50, 81)):
-        m = center_map(h, w)
-        idx = int(m[0].argmax())
-        assert divmod(idx, w) == (h // 2, w // 2)
-        assert (m[0] == m[0].max()).sum() == 1
+    # even sides: one peak at (H/2, W/2); an odd side: the two pixels around the float point tie
+    m = center_map(64, 64)
+    assert divmod(int(m[0].argmax()), 64) == (32, 32) and (m[0] == m[0].max()).sum() == 1
+    m = center_map(50, 81)  # v0 = 25, u0 = 40.5
+    peaks = (m[0] == m[0].max()).nonzero().tolist()
+    assert peaks == [[25, 40], [25, 41]]
 
 
 # -- default layers ------------------------------------------------------------------------
