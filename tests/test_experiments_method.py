@@ -255,7 +255,9 @@ def test_run_ci_writes_rows_resumes_and_checks_identity(tiny_sample, tmp_path, m
     assert list(agree.index) == [224, 249, 274] and agree.loc[224, "top1_agrees"] == 1.0
     with pytest.raises(ValueError, match="no rows"):
         method.summarize(df, "nothing")
-    assert len(method.plot_study(df).axes) == 8
+    fig = method.plot_study(df, "steps")
+    assert len([ax for ax in fig.axes if ax.lines]) == 6  # one panel per metric
+    assert {t.get_text() for t in fig.legends[0].texts} == set(method.RULES.values())
     assert len(method.plot_top1(df).axes) == 1
 
     # a second call resumes: nothing is recomputed, the same rows come back
@@ -293,6 +295,16 @@ def test_paper_profile_takes_every_stride_th_val_image(tmp_path, monkeypatch):
     assert [it.label for it in items] == [0, 0] and items[1].name == "ILSVRC2012_val_64000002"
 
 
+def test_saturation_size():
+    import pandas as pd
+
+    summ = pd.DataFrame({"spearman_prev": [float("nan"), 0.95, 0.995, 0.98, 0.995, 0.999]},
+                        index=[224, 324, 424, 524, 624, 724])
+    assert method.saturation_size(summ) == 624  # from 624 on every added size keeps >= 0.99
+    assert method.saturation_size(summ, level=0.9) == 324
+    assert method.saturation_size(summ, level=0.9999) is None
+
+
 def test_committed_offline_results_are_complete():
     """The chapter reads the stored rows: nothing left to compute, identity as stored."""
     s = method.settings("offline")
@@ -300,6 +312,11 @@ def test_committed_offline_results_are_complete():
     if not (folder / "study_efficientnet_lite0.csv").exists():
         pytest.skip("no committed results here")
     assert method.EXPERIMENT.pending(s, folder, method.EXPERIMENT.units(s)) == []
+    v = method.verdict_numbers()
+    assert v["model"] == "efficientnet_lite0" and v["n_images"] == s["n_images"] and v["steps_max"] == 924
+    assert v["max_size_spearman"][max(s["max_sizes"])] == pytest.approx(1.0)
+    assert v["steps_spearman"][max(s["steps"])] == pytest.approx(1.0)
+    assert v["saturation_size"] is None or v["saturation_size"] in s["max_sizes"]
 
 
 # ========================================================================================

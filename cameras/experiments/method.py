@@ -1,14 +1,11 @@
 r"""Chapter 1 (method): Algorithm 1 step by step, and what the largest size and the steps change.
 
-Jalwana et al., *CAMERAS*, CVPR 2021, Sec. 3 and Algorithm 1. :func:`manual_fusion` forms
-:math:`\bar A`, :math:`\bar G` and :math:`\mathrm{ReLU}(\sum_k \bar A_k \bar G_k)` literally from a
-:meth:`cameras.Cameras.capture`, the slow way ``Cameras`` must agree with. The study
-(:data:`EXPERIMENT`) measures the paper's words (quality saturates near 1000 px, barely changes
-between 5 and 10 steps): per image one capture at all sizes, every configuration fused from it
-(:meth:`cameras.Cameras.fuse`) with Algorithm 1's keep rule and (``*_all``) every size kept, and
-scored by Spearman / SSIM to a reference and to the previous configuration, top-5 % mass,
-entropy and power above the Nyquist frequency of the smallest size's grid; per size, whether the
-top-1 class is the smallest size's. Rows: ``<results>/method/study_<model>.csv``.
+Jalwana et al., *CAMERAS*, CVPR 2021, Sec. 3.4 and Algorithm 1. :func:`manual_fusion` forms
+:math:`\bar A`, :math:`\bar G` and the map literally from a :meth:`cameras.Cameras.capture`. The
+study (:data:`EXPERIMENT`) measures the paper's words (saturation near 1000 px, insensitive to 5-10
+steps): per image one capture at all sizes with Algorithm 1's keep rule, every configuration fused
+from it with that rule and (``*_all``) every size kept, scored against a reference and the previous
+configuration; per size, whether the top-1 is the smallest size's. Rows: ``study_<model>.csv``.
 """
 
 from __future__ import annotations
@@ -17,17 +14,23 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 
 from ..core import Cameras, Capture, normalize_maps
 from ..data import SKIMAGE_PHOTOS, image_items
 from ..engine import Check, Context, Experiment, Unit
+from ..methods import default_layers, method_settings
+from ..methods.cam import hirescam_map, upsample
+from ..metrics.similarity import entropy, high_frequency_share, spearman, ssim, top_mass
+from ..models import get_spec
+from ..plots import Panel, line_chart, map_grid
 
-__all__ = ["EXPERIMENT", "PROFILES", "KEY", "COLUMNS", "STUDY_METRICS", "settings", "run",
-           "chapter_images", "study_items", "layer_map", "top_channels", "manual_fusion",
-           "linspace_sizes", "study_configs", "study_sizes", "study_maps", "study_rows",
-           "summarize", "top1_agreement", "plot_walk", "plot_fusion", "plot_study", "plot_top1"]
+__all__ = ["EXPERIMENT", "PROFILES", "KEY", "COLUMNS", "STUDY_METRICS", "HEADINGS", "RULES", "KEEP", "settings",
+           "run", "chapter_images", "study_items", "layer_map", "top_channels", "manual_fusion", "linspace_sizes",
+           "study_configs", "study_sizes", "study_maps", "study_rows", "summarize", "top1_agreement",
+           "saturation_size", "verdict_numbers", "plot_walk", "plot_fusion", "plot_study", "plot_top1"]
 
 #: the per-map columns of the study rows
 STUDY_METRICS = ("spearman_ref", "ssim_ref", "spearman_prev", "top5_mass", "entropy", "hf_share")
@@ -35,6 +38,7 @@ KEY: tuple[str, ...] = ("model", "study", "image", "param")
 COLUMNS: tuple[str, ...] = KEY + ("label", "target", "sizes", "n_sizes", "n_kept", *STUDY_METRICS,
                                   "top1", "agree", "prob")
 _SIZES = list(range(224, 1000, 100))
+KEEP = "prediction"  #: Algorithm 1's keep rule: a size counts if its top-1 is the reference size's
 
 
 class Method(Experiment):
@@ -76,9 +80,12 @@ class Method(Experiment):
     # what defines the rows' values (each configuration's sizes, the references): not the images
     identity = ("data", "max_sizes", "size_step", "steps", "steps_max", "cameras_max")
 
-    def units(self, s: Mapping[str, Any]) -> list[Unit]:
-        from ..models import get_spec
+    def identity_of(self, s: Mapping[str, Any], file: str) -> dict[str, Any]:
+        """The study's settings and CAMERAS' (the sizes captured, Algorithm 1's keep rule, layer)."""
+        cam = method_settings("cameras", sizes=study_sizes(s, get_spec(s["model"]).input_size), keep=KEEP)
+        return {**super().identity_of(s, file), "methods": {"cameras": {**cam, "layer": default_layers(s["model"])["cameras"]}}}
 
+    def units(self, s: Mapping[str, Any]) -> list[Unit]:
         items = study_items(s)  # data first: a missing dataset fails before the model loads
         min_size = get_spec(s["model"]).input_size
         bs = s["batch_size"] if s["batch_size"] != "auto" else (8 if torch.cuda.is_available() else 1)
@@ -95,7 +102,7 @@ class Method(Experiment):
     def compute(self, ctx: Context, unit: Unit) -> list[dict[str, Any]]:
         s, lm = ctx.settings, ctx.model(unit.model)
         x = torch.stack([lm.preprocess(it.source) for it in unit.data]).to(lm.device)
-        cam = Cameras(lm, sizes=study_sizes(s, lm.input_size), progress=False)
+        cam = Cameras(lm, sizes=study_sizes(s, lm.input_size), progress=False, keep=KEEP)
         return study_rows(cam, cam.capture(x), [it.name for it in unit.data],
                           [it.label for it in unit.data], s, lm.name)
 
@@ -126,8 +133,6 @@ def layer_map(cap: Capture, method: str, size: int | None = None) -> Tensor:
     r"""Grad-CAM (:math:`\alpha_k` = spatial mean of :math:`G_k`, Selvaraju et al. 2017) or
     HiResCAM (:math:`A \odot G`) from a capture at ``size`` (default: the reference), upsampled
     to the input grid and min-max normalised; ``(B, H, W)``."""
-    from ..methods.cam import hirescam_map, upsample
-
     i = cap.index(cap.sizes[0] if size is None else size)
     G = cap.gradients[i][:, 0]
     if method == "gradcam":
@@ -154,8 +159,6 @@ def manual_fusion(cap: Capture, b: int = 0, channels: Sequence[int] = (),
     ``channels`` of Ā, Ḡ), "gbar_rel_std" (largest spatial std of a channel of Ḡ over its mean
     magnitude: 0 for constant gradients), "weights" ({size: w_s})}``.
     """
-    from ..methods.cam import upsample
-
     sizes = list(cap.sizes if sizes is None else sizes)
     idx, w, A0 = [cap.index(s) for s in sizes], cap.weights(sizes)[:, b], cap.activations[0]
     raw = torch.zeros(cap.out_shape, dtype=A0.dtype, device=A0.device)
@@ -216,8 +219,6 @@ def study_rows(cam: Cameras, cap: Capture, names: Sequence[str], labels: Sequenc
     """The rows of one capture's images: per configuration its sizes and :data:`STUDY_METRICS`
     (reference: the study's largest ``param``; for ``method`` the largest max size); per size
     (``size_top1``) ``top1``, ``agree`` (as at the smallest size), ``prob`` (explained class)."""
-    from ..metrics.similarity import entropy, high_frequency_share, spearman, ssim, top_mass
-
     configs = study_configs(s, cap.sizes[0])
     maps = {k: m.float().cpu() for k, m in study_maps(cam, cap, s).items()}
     refs = {st: maps[(st, max(p for c, p, _ in configs if c == st))]
@@ -249,6 +250,15 @@ def study_rows(cam: Cameras, cap: Capture, names: Sequence[str], labels: Sequenc
 
 
 # -- summaries ---------------------------------------------------------------------------
+#: human headings of the study's columns (for :func:`cameras.plots.table`)
+HEADINGS = {"param": "configuration", "images": "images", "spearman_ref": "Spearman vs reference",
+            "ssim_ref": "SSIM vs reference", "spearman_prev": "Spearman vs previous", "top5_mass": "top-5 % mass ↑",
+            "entropy": "entropy ↓", "hf_share": "power above Nyquist", "n_sizes": "sizes", "n_kept": "sizes kept",
+            "size": "input size (px)", "top1_agrees": "top-1 as at the smallest size", "prob_target":
+            "probability of the explained class"}
+RULES = {"": "Algorithm 1's keep rule", "_all": "every size kept"}
+
+
 def summarize(df, study: str):
     """Per ``param`` of ``study``: image count, mean of every metric, mean kept sizes."""
     sub = _prep(df, study)
@@ -262,12 +272,29 @@ def summarize(df, study: str):
 
 def top1_agreement(df):
     """Per size: share of images whose top-1 matches the smallest size's, and mean probability."""
-    sub = _prep(df, "size_top1")
-    g = sub.groupby("param")
+    g = _prep(df, "size_top1").groupby("param")
     out = g[["agree", "prob"]].mean().rename(columns={"agree": "top1_agrees", "prob": "prob_target"})
     out.insert(0, "images", g["image"].nunique())
     out.index.name = "size"
     return out
+
+
+def saturation_size(summary, level: float = 0.99) -> int | None:
+    """The first largest size from which one more size keeps the map's Spearman correlation with
+    the previous map at ``level`` or more (for every larger size); ``None`` if there is none."""
+    prev = summary["spearman_prev"].astype(float)
+    ok = [int(p) for p in prev.index[1:] if (prev.loc[p:] >= level).all()]
+    return ok[0] if ok else None
+
+
+def verdict_numbers(results=None) -> dict[str, Any]:
+    """The stored offline study for the verdict page (Sec. 3.4's claims; no computation)."""
+    df = EXPERIMENT.load(s := settings("offline"), results)
+    ms, ss = summarize(df, "max_size"), summarize(df, "steps")
+    return {"model": s["model"], "n_images": int(df["image"].nunique()), "saturation_size": saturation_size(ms),
+            "max_size_spearman": {int(k): float(v) for k, v in ms["spearman_ref"].items()},
+            "steps_spearman": {int(k): float(v) for k, v in ss["spearman_ref"].items()},
+            "steps_max": int(s["steps_max"])}
 
 
 def _prep(df, study):
@@ -281,8 +308,15 @@ def _prep(df, study):
     return sub
 
 
+def _long(sub, cols: Mapping[str, str], **extra):
+    """Tidy means and s.e.m. over images per ``param`` of the columns ``cols`` ({column: label})."""
+    g = sub.groupby("param")
+    return pd.concat([pd.DataFrame({"param": g[c].mean().index, "metric": label, "value": g[c].mean().values,
+                                    "sem": g[c].sem().fillna(0.0).values, **extra}) for c, label in cols.items()])
+
+
 # -- figures -----------------------------------------------------------------------------
-def _unit(t: Tensor) -> Tensor:
+def _unit(t: Tensor) -> Tensor:  # a map normalised to [0, 1] on the CPU
     return normalize_maps(t.detach().float().cpu()[None])[0]
 
 
@@ -291,8 +325,6 @@ def plot_walk(lm, cam: Cameras, cap: Capture, b: int = 0, sizes: Sequence[int] |
     """Columns = sizes; rows: the upsampled input (top-1, kept or not), :math:`\\|A_s\\|`
     and two channels of :math:`A_s` on the layer's grid (the gradient of the first in the
     note), and the map of that size alone on the input grid."""
-    from ..plots import Panel, map_grid
-
     if not cap.inputs:
         raise ValueError("plot_walk needs a capture with keep_inputs=True")
     channels = list(channels)[:2] or top_channels(cap, b, 2)
@@ -316,8 +348,6 @@ def plot_fusion(lm, image: Tensor, manual: Mapping[str, Any], cam_map: Tensor, c
                 title: str | None = None):
     """Top: :math:`\\|\\bar A\\|`, one channel of :math:`\\bar A` and of :math:`\\bar G` on the
     input grid; bottom: the literal map, the :class:`cameras.Cameras` map, their difference."""
-    from ..plots import Panel, map_grid
-
     rgb, g = lm.to_image(image), manual["gbar"][channel].float()
     d = (manual["map"] - cam_map).abs().float().cpu()
     rows = [[Panel(map=_unit(manual["abar_norm"]), title="‖Ā‖"),
@@ -330,50 +360,20 @@ def plot_fusion(lm, image: Tensor, manual: Mapping[str, Any], cam_map: Tensor, c
     return map_grid(rows, row_titles=["Ā and Ḡ", "maps"], title=title)
 
 
-def _errorbar(ax, sub, col, **kw):
-    g = sub.groupby("param")[col]
-    ax.errorbar(g.mean().index, g.mean().values, yerr=g.sem().fillna(0.0).values, marker="o", ms=3, capsize=2, **kw)
+def plot_study(df, study: str = "max_size"):
+    """One panel per metric of ``study`` (``max_size`` or ``steps``) against its parameter:
+    Algorithm 1's keep rule and every size kept; means over images, band: ± s.e.m."""
+    d = pd.concat([_long(_prep(df, study + k), {c: HEADINGS[c] for c in STUDY_METRICS}, rule=rule)
+                   for k, rule in RULES.items() if (df["study"] == study + k).any()])
+    xlabel = {"max_size": "largest size (px)", "steps": "number of sizes (steps)"}[study]
+    return line_chart(d, x="param", y="value", hue="rule", panel="metric", yerr="sem", xlabel=xlabel,
+                      ylabel="mean over images", ncols=3, height_px=220, sharey=False)
 
 
-def plot_study(df, title: str | None = None):
-    """Rows: largest size, number of steps; panels: similarity to the reference and to the
-    previous one, top-5 % mass and entropy (↑/↓: higher/lower is sharper), power above Nyquist.
-    Solid: Algorithm 1's keep rule, dashed: every size kept; means ± s.e.m. over images."""
-    from matplotlib.lines import Line2D
-
-    from ..plots import chart, legend_below
-
-    fig, axes = chart(8, ncols=4, height_px=230)
-    rows = [(st, f"{int(_prep(df, st)['param'].max())} {unit}", xlabel) for st, unit, xlabel in
-            (("max_size", "px", "largest size (px)"), ("steps", "steps", "number of sizes (steps)"))]
-    series = [["spearman_ref", "ssim_ref", "spearman_prev"], ["top5_mass"], ["hf_share"], ["entropy"]]
-    names = ["vs ref. {}", "top-5 % mass ↑", "power > Nyquist", "entropy ↓"]
-    for r, (study, ref, xlabel) in enumerate(rows):
-        for k, ax in enumerate(axes[4 * r:4 * r + 4]):
-            for suffix, ls in (("", "-"), ("_all", "--")):
-                if (df["study"] == study + suffix).any():
-                    for j, col in enumerate(series[k]):
-                        _errorbar(ax, _prep(df, study + suffix), col, color=f"C{j + (k and k + 2)}", ls=ls)
-            ax.set_xticks(ticks := sorted(_prep(df, study)["param"].unique()))
-            ax.tick_params(axis="x", labelrotation=90 if len(ticks) > 6 else 0)
-            ax.set(xlabel=xlabel, title=f"({'abcdefgh'[4 * r + k]}) {names[k].format(ref)}")
-    handles = [Line2D([], [], color=f"C{i}", marker="o", ms=3) for i in range(3)]
-    handles += [Line2D([], [], color="0.3", ls=ls) for ls in ("-", "--")]
-    legend_below(fig, handles, ["Spearman vs reference", "SSIM vs reference", "Spearman vs previous",
-                                "Algorithm 1's keep rule", "every size kept"], ncol=5)
-    fig.suptitle(title or "", wrap=True)
-    return fig
-
-
-def plot_top1(df, title: str | None = None):
+def plot_top1(df):
     """Per input size: share of images whose top-1 is the one at the smallest size (the sizes
-    Algorithm 1 keeps) and the mean probability of the explained class."""
-    from ..plots import chart, legend_below
-
-    t1 = _prep(df, "size_top1")
-    fig, (ax,) = chart(1, height_px=300)
-    _errorbar(ax, t1, "agree", label="top-1 as at the smallest size (kept)")
-    _errorbar(ax, t1, "prob", label="probability of the explained class")
-    ax.set(xlabel="input size (px)", ylim=(-0.02, 1.02), title=title or "which sizes Algorithm 1 keeps")
-    legend_below(fig, axes=[ax])
-    return fig
+    Algorithm 1 keeps) and the mean probability of the explained class (band: ± s.e.m.)."""
+    d = _long(_prep(df, "size_top1"), {"agree": "top-1 as at the smallest size (size kept)",
+                                        "prob": "probability of the explained class"})
+    return line_chart(d, x="param", y="value", hue="metric", yerr="sem", xlabel="input size (px)",
+                      ylabel="share of images / probability", height_px=260)
