@@ -223,7 +223,7 @@ register(MethodSpec(
     "rise", _rise,
     defaults={"num_masks": 8000, "num_cells": 7, "p": 0.5, "batch_size": 32, "seed": 0,
               "scores": "softmax"},
-    layer="none", batched=False, deterministic=True, source="torchray 1.0.0.2",
+    layer="none", batched=True, deterministic=True, source="torchray 1.0.0.2",
     check=_check_rise,
     reference="Petsiuk, Das & Saenko, RISE, BMVC 2018",
     summary="mask-weighted average of the target's score (softmax or sigmoid) over random masks",
@@ -417,7 +417,7 @@ register(MethodSpec(
     defaults={"areas": [0.025, 0.05, 0.1, 0.2], "max_iter": 800, "perturbation": "blur",
               "variant": "preserve", "reward": "simple", "num_levels": 8, "step": 7,
               "sigma": 21, "jitter": True, "smooth": 0.09},
-    layer="none", batched=False, deterministic=True, source="torchray 1.0.0.2",
+    layer="none", batched=True, deterministic=True, source="torchray 1.0.0.2",
     check=_check_extremal,
     reference="Fong, Patrick & Vedaldi, Understanding deep networks via extremal "
               "perturbations and smooth masks, ICCV 2019",
