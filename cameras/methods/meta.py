@@ -31,6 +31,7 @@ check that the two modes agree to 1e-6 in float64.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -162,7 +163,9 @@ def _stepped_params(model, buffers, params, x, t, lr):
     def loss(p, xi, ti):
         return F.cross_entropy(functional_call(model, (p, buffers), (xi[None],)), ti[None])
 
-    per = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, t)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*performance drop because we have not yet implemented.*")
+        per = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, t)
     return {n: params[n] - lr * per[n] for n in params}
 
 
@@ -184,7 +187,9 @@ def _vmap_chunk(model, probe, shapes, x, t, lr) -> tuple[list[Tensor], list[Tens
             probe.deltas, probe.acts = None, {}
         return out[0].gather(0, ti[None])[0], acts
 
-    G, A = vmap(grad(score, has_aux=True), in_dims=(None, 0, 0, 0))(zeros, new, x, t)
+    with warnings.catch_warnings():  # functorch's note that some op (adaptive pooling) loops inside vmap
+        warnings.filterwarnings("ignore", message=".*performance drop because we have not yet implemented.*")
+        G, A = vmap(grad(score, has_aux=True), in_dims=(None, 0, 0, 0))(zeros, new, x, t)
     return [a[:, 0] for a in A], [g[:, 0] for g in G]
 
 
