@@ -1,4 +1,4 @@
-"""Adversarial attacks: PGD and the CAMERAS-focused PGD of the paper (Sec. 6.2, Eq. 4).
+"""Adversarial attacks: PGD and the CAMERAS-focused PGD of the paper (Sec. 6, Eq. 4).
 
 The paper uses CAMERAS maps to *focus* an adversarial perturbation on the regions the
 model relies on. Its claim (the paper's number, not one we computed): at 99.99 % fooling
@@ -26,8 +26,9 @@ What is implemented here
   gradient of the same l2 length (``alpha * sqrt(C*H*W)``). The paper does not state the
   units of its norm or its optimiser, so these are readings, not the paper's setup.
 * :func:`focused_pgd_attack` -- computes ``Psi`` with :class:`cameras.core.Cameras` on the
-  clean image (once) when it is not given, then calls :func:`pgd_attack` with ``beta = 50``
-  (the paper's value).
+  clean image (once, Algorithm 1's keep rule: only the sizes at which the model keeps its
+  prediction are averaged, :func:`cameras_saliency`) when it is not given, then calls
+  :func:`pgd_attack` with ``beta = 50`` (the paper's value).
 * :func:`compare_attacks` -- runs both on the same images and returns paired per-image rows
   and a summary (see its docstring for the exact, fair protocol).
 
@@ -78,6 +79,8 @@ __all__ = [
     "focused_pgd_attack",
     "compare_attacks",
     "summarize_comparison",
+    "pair_attacks",
+    "summarize_attacks",
 ]
 
 #: beta of Eq. 4 in the paper.
@@ -517,13 +520,19 @@ def cameras_saliency(
     normalize: Normalizer | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    keep: str = "prediction",
+    with_kept: bool = False,
     **cameras_kwargs: Any,
-) -> Tensor:
+) -> Tensor | tuple[Tensor, Tensor]:
     """CAMERAS map ``Psi`` (B, H, W) in [0, 1] of the clean images for ``targets``.
 
     ``layer`` defaults to the ``LoadedModel``'s layer, else ``"layer4"`` (ResNet).
     ``targets`` defaults to the clean top-1 prediction: ``Psi`` marks what the model uses to
-    recognise the image, which is where Eq. 4 lets the perturbation grow.
+    recognise the image, which is where Eq. 4 lets the perturbation grow. ``keep``: the sizes
+    averaged (:class:`cameras.core.Cameras`); the default ``"prediction"`` is Algorithm 1's
+    rule (a size counts only if its top-1 is the top-1 at the reference size ``sizes[0]``),
+    also with the explicit targets passed here. ``with_kept``: also return the number of sizes
+    each image kept, ``(B,)``.
     """
     from .core import Cameras  # local import: core is optional for plain PGD
 
@@ -533,8 +542,9 @@ def cameras_saliency(
     if targets is None:
         with torch.no_grad():
             targets = pixel_model(x).argmax(1)
-    maps = Cameras(base, layer=layer, **cameras_kwargs)(norm(x), targets=targets)
-    return maps.detach()
+    cam = Cameras(base, layer=layer, keep=keep, **cameras_kwargs)
+    maps = cam(norm(x), targets=targets).detach()
+    return (maps, cam.kept.sum(0).cpu()) if with_kept else maps
 
 
 def focused_pgd_attack(
@@ -686,3 +696,45 @@ def compare_attacks(
     rows = [r_p | r_f for r_p, r_f in zip(plain.rows("plain_", ids), focused.rows("focused_"), strict=True)]
     df = pd.DataFrame([r | {"both_success": bool(r["plain_success"] and r["focused_success"])} for r in rows])
     return Comparison(rows=df, summary=summarize_comparison(df), plain=plain, focused=focused)
+
+
+def pair_attacks(df: Any) -> Any:
+    """Rows of attack results (one per budget ``eps``, ``model``, ``image`` and ``attack``:
+    ``"plain"`` or a focused variant, as :mod:`cameras.experiments.attacks` writes them) paired:
+    one row per (budget, model, focused attack, image) with the plain and focused outcomes side
+    by side (``plain_*``, ``focused_*``)."""
+    import pandas as pd
+
+    cols, idx = ["success", "l2", "linf", "iterations", "confidence", "target"], ["eps", "model", "image"]
+    plain = df[df["attack"] == "plain"].set_index(idx)[cols].add_prefix("plain_")
+    foc = df[df["attack"] != "plain"]
+    if foc.empty or plain.empty:
+        return pd.DataFrame()
+    foc = foc.set_index(idx)[["attack", "penalty_norm", "beta", *cols]]
+    out = foc.rename(columns={c: f"focused_{c}" for c in cols}).join(plain, how="inner").reset_index()
+    for c in ("plain_success", "focused_success"):
+        out[c] = out[c].astype(str).str.lower().isin(["true", "1", "1.0"])
+    if (out["plain_target"] != out["focused_target"]).any():
+        raise ValueError("plain and focused attacks of an image have different targets: rows are not paired")
+    return out
+
+
+def summarize_attacks(df: Any) -> Any:
+    """Per budget, model and focused attack of :func:`pair_attacks`' rows: success rates and the
+    paired norm change (over the images where both attacks reached the target,
+    :func:`summarize_comparison`; ``l2_change_pct < 0``: the focused perturbation is smaller), and
+    ``beta_literal``, beta in Eq. 4's pixel units (a per-entry beta divided by ``sqrt(C*H*W)``)."""
+    import pandas as pd
+
+    from .models import get_spec
+
+    p = pair_attacks(df)
+    rows = []
+    for (eps, model, attack), g in ([] if p.empty else p.groupby(["eps", "model", "attack"], sort=False)):
+        norm, beta = g["penalty_norm"].iloc[0], float(g["beta"].iloc[0])
+        rows.append({"eps": eps, "model": model, "attack": attack, "penalty_norm": norm, "beta": beta,
+                     "beta_literal": beta if norm == "l2" else beta / math.sqrt(3 * get_spec(model).input_size ** 2)}
+                    | summarize_comparison(g))  # per entry: beta / sqrt(CHW) in pixel units
+    out = pd.DataFrame(rows)
+    return out if out.empty else out.sort_values(["eps", "model", "penalty_norm", "beta"], ascending=[False, True, True, True],
+                                                 ignore_index=True)

@@ -66,6 +66,7 @@ __all__ = [
     "loader_workers",
     "shifted_sizes",
     "zoomed_sizes",
+    "linspace_sizes",
 ]
 
 #: Settings every profile of every chapter has (a chapter's ``base`` may override them):
@@ -327,6 +328,13 @@ def zoomed_sizes(side: int, zoom: Sequence[float]) -> list[int]:
     """CAMERAS sizes as zoom factors of an input ``side``: ``round(side * z)`` (with the paper's
     factors s / 224 and a 224 px side, the paper's sizes; on a 448 px grid 448 ... 1848)."""
     return [int(round(side * float(z))) for z in zoom]
+
+
+def linspace_sizes(n: int, lo: int, hi: int) -> list[int]:
+    """``n`` sizes evenly spaced from ``lo`` to ``hi`` (rounded half up): the "number of steps"."""
+    if n < 2:
+        raise ValueError(f"need at least 2 steps, got {n}")
+    return [int(math.floor(lo + i * (hi - lo) / (n - 1) + 0.5)) for i in range(n)]
 
 
 def loader_workers(w: int | str) -> int:

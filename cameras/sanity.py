@@ -17,10 +17,13 @@ and return tidy pandas DataFrames.
    important should be where an adversarial perturbation hurts most. The paper's exact
    protocol is in a supplement we do not have; **the protocol below is ours**, derived from
    the paper's description (see the function's docstring).
-3. :func:`class_sensitivity` -- Rebuffi et al., *There and back again: revisiting
-   backpropagation saliency methods*, CVPR 2020: a map that explains a class should change
-   when another class is explained. We compare each image's map for its top-1 class with its
-   map for its least-likely class.
+3. :func:`class_spearman` -- class sensitivity as Rebuffi et al. (*There and back again:
+   revisiting backpropagation saliency methods*, CVPR 2020) define it: a map that explains a
+   class should change when another class is explained; the Spearman correlation of each
+   image's maps for its most and its least probable class
+   (:func:`cameras.metrics.class_sensitivity.spearman_no_abs`), for methods given by name or as
+   callables. :func:`class_sensitivity` is our earlier variant (1 - Spearman, 1 - SSIM, mean
+   absolute difference).
 
 Everything is seeded; loops over depths / images show tqdm progress bars.
 """
@@ -51,7 +54,12 @@ __all__ = [
     "cascading_randomization",
     "adversarial_sanity",
     "summarize_adversarial",
+    "summarize_cascade",
+    "summarize_kept",
+    "block_label",
     "class_sensitivity",
+    "class_spearman",
+    "KeptSizes",
 ]
 
 from .methods._callables import (
@@ -62,7 +70,7 @@ from .methods._callables import (
     ids_or_range,
     map_functions,
 )
-from .metrics.class_sensitivity import class_sensitivity
+from .metrics.class_sensitivity import class_sensitivity, spearman_no_abs
 from .metrics.similarity import (
     METRICS,
     hog_similarity,
@@ -72,6 +80,47 @@ from .metrics.similarity import (
     spearman_abs,
     ssim,
 )
+
+
+class KeptSizes:
+    """CAMERAS as a map function ``fn(model, images, targets) -> (B, H, W)`` that also records
+    how many sizes each image's map averaged.
+
+    The maps are those of ``saliency("cameras", model, images, targets, **settings)`` (the
+    same :class:`cameras.core.Cameras` call at the model's default CAMERAS layer, or
+    ``layer``). With ``keep="prediction"`` (Algorithm 1) a size counts only if the model's
+    top-1 there equals its top-1 at the reference size ``sizes[0]``; the count does not depend
+    on the explained class. The checks below put :meth:`pop`'s counts in a ``sizes_kept``
+    column.
+    """
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, layer: Any = None):
+        from .methods import method_settings
+
+        self.settings = method_settings("cameras", **dict(settings or {}))
+        self.layer = layer
+        self._log: list[Tensor] = []
+
+    def __call__(self, model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
+        from .core import Cameras
+        from .methods import default_layers
+
+        s = self.settings
+        layer = self.layer if self.layer is not None else default_layers(model)["cameras"]
+        cam = Cameras(model, layer=layer, sizes=s["sizes"], batch_size=s["batch_size"],
+                      progress=s["progress"], keep=s["keep"])
+        maps = cam(images, targets)
+        self._log.append(cam.kept.sum(0).cpu())
+        return maps
+
+    def pop(self) -> Tensor | None:
+        """The counts of the calls since the last ``pop``, in call order (``None``: no call)."""
+        out, self._log = self._log, []
+        return torch.cat(out) if out else None
+
+
+def _pop_kept(fn: Any) -> Tensor | None:
+    return fn.pop() if isinstance(fn, KeptSizes) else None
 
 
 # ======================================================================================
@@ -191,24 +240,21 @@ def cascading_randomization(
        the first ``d`` blocks of ``blocks`` (default :func:`cascade_blocks`: logits first)
        are re-initialised -- cumulatively, block ``i`` with seed ``seed + i`` -- the maps are
        recomputed on the copy and compared with ``M_0``.
-    3. Similarity per method, image and depth: Spearman rank correlation of the maps and of
-       their absolute values, SSIM and HOG similarity (:data:`METRICS`).
+    3. Similarity per method, image and depth: :data:`METRICS` (Spearman, of ``|map|``, SSIM, HOG).
 
     Depth 0 (``block="none"``) recomputes on the untouched copy: 1.0 for a deterministic
-    method, a check of the pipeline. A method that passes falls towards 0 as soon as the top
-    blocks are random; one whose similarity stays high does not explain the model.
-
-    Options for large runs:
+    method. A method that passes falls towards 0 as soon as the top blocks are random; one
+    whose similarity stays high does not explain the model. Options for large runs:
 
     * ``depths``: evaluate (compute maps and similarities) only at these depths, in
       ``0 .. len(blocks)``. The randomisation stays cumulative, block by block, with the
       same seeds, so the values at a depth are those of the full cascade.
     * ``maps_out``: a dict that receives the maps of the first ``maps_images`` images,
       ``maps_out[method][depth] = (n, H, W)`` CPU tensor (for figures such as Fig. 1).
-    * ``workers``: compute the similarity metrics (CPU) in that many spawned worker
-      processes; the values do not depend on it.
+    * ``workers``: compute the similarity metrics in that many spawned processes (same values).
 
-    Returns a DataFrame ``method, image, depth, block, metric, value``.
+    Returns a DataFrame ``method, image, depth, block, metric, value, sizes_kept`` (the last:
+    for a :class:`KeptSizes` method, the sizes its map averaged at that depth; else empty).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -223,6 +269,8 @@ def cascading_randomization(
     with eval_mode(model):
         t = _fixed_targets(model, x, targets)
         reference = {n: compute_maps(f, model, x, t, batch_size, n) for n, f in fns.items()}
+    for f in fns.values():
+        _pop_kept(f)
     work = copy.deepcopy(model).eval()
     rows: list[dict[str, Any]] = []
     with _similarity_measure(workers, metrics) as measure:
@@ -235,12 +283,14 @@ def cascading_randomization(
             name = "none" if depth == 0 else order[depth - 1]
             for mname, fn in fns.items():
                 maps = compute_maps(fn, work, x, t, batch_size, mname)
+                kept = _pop_kept(fn)
                 if maps_out is not None:
                     maps_out.setdefault(mname, {})[depth] = maps[:maps_images].clone()
                 for i, vals in enumerate(measure(reference[mname], maps)):
-                    rows += [dict(method=mname, image=ids[i], depth=depth, block=name, metric=metric, value=v)
+                    rows += [dict(method=mname, image=ids[i], depth=depth, block=name, metric=metric, value=v,
+                                  sizes_kept=None if kept is None else int(kept[i]))
                              for metric, v in zip(metrics, vals, strict=True)]
-    return pd.DataFrame(rows, columns=["method", "image", "depth", "block", "metric", "value"])
+    return pd.DataFrame(rows, columns=["method", "image", "depth", "block", "metric", "value", "sizes_kept"])
 
 
 def _cascade_plan(model: nn.Module, metrics: Sequence[str], blocks: Sequence[str] | None,
@@ -369,9 +419,10 @@ def adversarial_sanity(
     5. ``drop = p_y(clean) - p_y(clean + mask ⊙ p)`` (softmax probability of ``y``).
 
     A method whose maps mark what the model uses gives ``top > random > bottom``. Returns a
-    DataFrame ``method, image, label, k, selection, clean_conf, conf, drop, full_drop, flipped``
-    (``full_drop``: the drop with the whole perturbation; ``flipped``: the top-1 class changed;
-    for ``random`` the mean over draws and the fraction of flipped draws).
+    DataFrame ``method, image, label, k, selection, clean_conf, conf, drop, full_drop, flipped,
+    sizes_kept`` (``full_drop``: the drop with the whole perturbation; ``flipped``: the top-1
+    class changed; for ``random`` the mean over draws and the fraction of flipped draws;
+    ``sizes_kept``: see :class:`KeptSizes`).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -381,14 +432,7 @@ def adversarial_sanity(
     pixel_model, base, norm = as_pixel_model(model, normalize, mean, std)
     if not isinstance(model, nn.Module) and layer is None:
         layer = getattr(model, "layer", None)
-    images = check_images(images)
-    if images.min() < -1e-6 or images.max() > 1 + 1e-6:
-        raise ValueError("images must be in pixel space [0, 1] (not normalised)")
-    ks = [float(k) for k in ks]
-    if not ks or any(not (0 < k <= 100) for k in ks):
-        raise ValueError(f"ks must be percentages in (0, 100], got {ks}")
-    if not isinstance(n_random, int) or n_random < 1:
-        raise ValueError(f"n_random must be a positive int, got {n_random!r}")
+    images, ks = _check_adversarial(images, ks, n_random)
     fns = map_functions(methods, base, layer, settings) if methods is not None else {}
     given = dict(maps or {})
     if not fns and not given:
@@ -403,9 +447,24 @@ def adversarial_sanity(
         probe = _Probe.attack(pixel_model, base, norm, x, eps, alpha, steps)
         names = list(fns) + [n for n in given if n not in fns]
         method_maps = {n: _map_of(n, fns, given, base, norm, probe, start, B) for n in names}
-        rows += _adversarial_rows(probe, method_maps, ks, n_random, gen, ids[start : start + bs])
-    cols = ["method", "image", "label", "k", "selection", "clean_conf", "conf", "drop", "full_drop", "flipped"]
+        kept = {n: _pop_kept(fns.get(n)) for n in names}
+        rows += _adversarial_rows(probe, method_maps, ks, n_random, gen, ids[start : start + bs], kept)
+    cols = ["method", "image", "label", "k", "selection", "clean_conf", "conf", "drop", "full_drop", "flipped",
+            "sizes_kept"]
     return pd.DataFrame(rows)[cols] if rows else pd.DataFrame(columns=cols)
+
+
+def _check_adversarial(images: Tensor, ks: Sequence[float], n_random: Any) -> tuple[Tensor, list[float]]:
+    """The options of :func:`adversarial_sanity`, checked (one clear ``ValueError`` each)."""
+    images = check_images(images)
+    if images.min() < -1e-6 or images.max() > 1 + 1e-6:
+        raise ValueError("images must be in pixel space [0, 1] (not normalised)")
+    ks = [float(k) for k in ks]
+    if not ks or any(not (0 < k <= 100) for k in ks):
+        raise ValueError(f"ks must be percentages in (0, 100], got {ks}")
+    if not isinstance(n_random, int) or n_random < 1:
+        raise ValueError(f"n_random must be a positive int, got {n_random!r}")
+    return images, ks
 
 
 @dataclass
@@ -455,7 +514,8 @@ def _map_of(name: str, fns: Mapping[str, Any], given: Mapping[str, Any], base: n
 
 
 def _adversarial_rows(probe: _Probe, method_maps: Mapping[str, Tensor], ks: Sequence[float],
-                      n_random: int, gen: torch.Generator, ids: Sequence[Any]) -> list[dict[str, Any]]:
+                      n_random: int, gen: torch.Generator, ids: Sequence[Any],
+                      kept: Mapping[str, Tensor | None]) -> list[dict[str, Any]]:
     """The rows of one batch: per method, k and selection (top / random / bottom pixels)."""
     b, (H, W) = probe.x.shape[0], probe.x.shape[-2:]
     full_conf, _ = probe.conf_with(torch.ones(b, H, W))
@@ -475,7 +535,8 @@ def _adversarial_rows(probe: _Probe, method_maps: Mapping[str, Tensor], ks: Sequ
             for i in range(b):
                 c0 = float(probe.clean_conf[i])
                 base_row = dict(method=n, image=ids[i], label=int(probe.y[i]), k=k, clean_conf=c0,
-                                full_drop=float(probe.clean_conf[i] - full_conf[i]))
+                                full_drop=float(probe.clean_conf[i] - full_conf[i]),
+                                sizes_kept=None if kept.get(n) is None else int(kept[n][i]))
                 for sel, c, f in (("top", ct[i], ft[i]), ("random", rand_conf[i], rand_flip[i]),
                                   ("bottom", cb[i], fb[i])):
                     rows.append(base_row | dict(selection=sel, conf=float(c), drop=c0 - float(c), flipped=float(f)))
@@ -483,16 +544,110 @@ def _adversarial_rows(probe: _Probe, method_maps: Mapping[str, Tensor], ks: Sequ
 
 
 def summarize_adversarial(df: Any) -> Any:
-    """Mean confidence drop per method, ``k`` and selection, plus the share of images with
-    ``top > random > bottom`` (``ordered``). One row per method and ``k``."""
+    """Mean confidence drop per method, ``k`` and selection, the gap ``top - random`` and the
+    share of images with ``top > random > bottom`` (``ordered``). One row per method and ``k``
+    (and per ``model`` if ``df`` has that column), methods in the order they first appear."""
     import pandas as pd
 
     if len(df) == 0:
         return pd.DataFrame()
-    piv = df.pivot_table(index=["method", "image", "k"], columns="selection", values="drop").reset_index()
+    by = ["model"] * ("model" in df.columns) + ["method"]
+    piv = df.pivot_table(index=[*by, "image", "k"], columns="selection", values="drop").reset_index()
     piv["ordered"] = (piv["top"] > piv["random"]) & (piv["random"] > piv["bottom"])
-    out = piv.groupby(["method", "k"]).agg(
+    out = piv.groupby([*by, "k"], sort=False).agg(
         top=("top", "mean"), random=("random", "mean"), bottom=("bottom", "mean"),
         ordered=("ordered", "mean"), n_images=("image", "count"),
-    )
-    return out.reset_index()
+    ).reset_index()
+    order = {m: i for i, m in enumerate(dict.fromkeys(df["method"]))}
+    out = out.sort_values([*by, "k"], key=lambda c: c.map(order) if c.name == "method" else c, kind="stable")
+    return out.assign(gap=out["top"] - out["random"]).reset_index(drop=True)
+
+
+def summarize_cascade(df: Any) -> Any:
+    """Similarity to the original maps per (model,) method, metric and depth: mean, std,
+    quartiles over images (``n_images``), and for CAMERAS the mean ``sizes_kept``."""
+    by = ["model"] * ("model" in df.columns) + ["method", "metric", "depth", "block"]
+    g = df.groupby(by, sort=False)
+    out = g["value"].agg(mean="mean", std="std", q25=lambda v: v.quantile(0.25), q75=lambda v: v.quantile(0.75),
+                         n_images="count").reset_index()
+    if "sizes_kept" in df.columns:
+        out["sizes_kept"] = g["sizes_kept"].mean().to_numpy()
+    return out.sort_values(by[:-1]).reset_index(drop=True)
+
+
+def summarize_kept(res: Mapping[str, Any]) -> Any:
+    """How many sizes CAMERAS' maps averaged (Algorithm 1's keep rule, column ``sizes_kept``), for
+    ``{check: its rows}``: per check, model and (cascade) depth, over the images."""
+    import pandas as pd
+
+    parts = []
+    for check, df in res.items():
+        d = df[(df["method"] == "cameras") & df["sizes_kept"].notna()]
+        d = d.drop_duplicates(["model", "image"] + (["depth"] if "depth" in d else []))
+        by = ["model"] + (["depth"] if "depth" in d else [])
+        parts.append(d.groupby(by)["sizes_kept"].agg(images="count", mean="mean", min="min", max="max")
+                     .reset_index().assign(check=check))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+_BLOCK_NAMES = {"_fc": "classifier", "fc": "classifier", "_bn1": "head norm", "_conv_head": "head conv",
+                "_bn0": "stem norm", "_conv_stem": "stem conv", "conv1": "stem conv", "bn1": "stem norm"}
+
+
+def block_label(block: str, blocks: Sequence[str]) -> str:
+    """A block of :func:`cascade_blocks` in words, with its depth among ``blocks`` (top-down):
+    ``"block 13 of 16 (depth 5 of 21)"`` for EfficientNet's ``_blocks.12``, ``"classifier (depth 1
+    of 21)"``; ``"none"`` is ``"original"``. Other names lose a leading underscore."""
+    if block == "none":
+        return "original"
+    stages = [b for b in blocks if b.startswith("_blocks.")]  # EfficientNet's MBConv blocks
+    word = (f"block {int(block.split('.')[1]) + 1} of {len(stages)}" if block in stages
+            else _BLOCK_NAMES.get(block, block.lstrip("_")))
+    return f"{word} (depth {list(blocks).index(block) + 1} of {len(blocks)})"
+
+
+# ======================================================================================
+# 3. Class sensitivity (Rebuffi et al. 2020), the authors' definition
+# ======================================================================================
+def class_spearman(
+    methods: Any,
+    model: nn.Module,
+    images: Tensor,
+    *,
+    layer: Any = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    batch_size: int | None = None,
+    image_ids: Sequence[Any] | None = None,
+) -> Any:
+    """Class sensitivity as its authors define it, for methods by name or as callables.
+
+    Per image (normalised model input) and method: the maps for the most and the least probable
+    class of the model (softmax), and the Spearman correlation of the two maps
+    (:func:`cameras.metrics.class_sensitivity.spearman_no_abs`: average ranks for ties, NaN when
+    a map is constant -- the authors leave those images out of the mean). Lower is more
+    class-sensitive; 1: the same map whatever the class. The same numbers as
+    :func:`cameras.metrics.class_sensitivity.class_sensitivity_rebuffi` for registry names; a
+    :class:`KeptSizes` method also fills ``sizes_kept``. Returns a DataFrame ``method, image,
+    most, least, p_most, p_least, class_spearman, sizes_kept``.
+    """
+    import pandas as pd
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    fns = map_functions(methods, model, layer, settings)
+    x = check_images(images).to(device_of(model))
+    ids = ids_or_range(image_ids, x.shape[0])
+    with eval_mode(model), torch.no_grad():
+        probs = model(x).float().softmax(1)
+    most, least = probs.argmax(1), probs.argmin(1)
+    rows: list[dict[str, Any]] = []
+    with eval_mode(model):
+        for n, fn in fns.items():
+            a, b = (compute_maps(fn, model, x, c, batch_size, n) for c in (most, least))
+            r, kept = spearman_no_abs(a, b), _pop_kept(fn)
+            rows += [dict(method=n, image=ids[i], most=int(most[i]), least=int(least[i]),
+                          p_most=float(probs[i, most[i]]), p_least=float(probs[i, least[i]]),
+                          class_spearman=float(r[i]), sizes_kept=None if kept is None else int(kept[i]))
+                     for i in range(len(ids))]
+    cols = ["method", "image", "most", "least", "p_most", "p_least", "class_spearman", "sizes_kept"]
+    return pd.DataFrame(rows, columns=cols)

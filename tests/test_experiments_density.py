@@ -54,7 +54,12 @@ def test_experiment_is_registered_and_profiles_are_complete():
         ("ci", {"methods": ["gradcamm"]}, "unknown saliency method"),
         ("ci", {"models": ["resnet5"]}, "unknown model"),
         ("ci", {"insdel_steps": 0}, "insdel_steps"),
-        ("ci", {"workers": -1}, "workers"),
+        ("ci", {"loader_workers": -1}, "loader_workers"),
+        ("ci", {"method_images": {"cameras": 0}}, "method_images"),
+        ("ci", {"method_images": {"gradcamm": 3}}, "unknown saliency method"),
+        ("ci", {"skip": {"resnet5": ["cameras"]}}, "unknown model"),
+        ("ci", {"method_settings": {"cameras": {"keep": "sometimes"}}}, "keep"),
+        ("ci", {"method_settings": {"cameras": {"sizes": [224]}}}, "cameras_sizes"),
     ],
 )
 def test_bad_settings_raise(profile, overrides, match):
@@ -183,7 +188,7 @@ def test_paper_profile_fails_before_computing(tmp_path, monkeypatch):
 # the run
 # ========================================================================================
 SMALL = dict(n_images=2, methods=["gradcam", "cameras"], cameras_sizes=[224, 256], insdel_steps=2,
-             workers=1)  # one loader worker: the multi-process path the GPU run takes
+             loader_workers=1)  # one loader worker: the multi-process path the GPU run takes
 
 
 def test_run_writes_rows_resumes_and_recovers(tmp_path, monkeypatch):
@@ -193,7 +198,11 @@ def test_run_writes_rows_resumes_and_recovers(tmp_path, monkeypatch):
     assert list(df.columns) == list(D.COLUMNS)
     assert len(df) == 2 * 2 * 2  # images x methods x baselines
     assert set(df["method"]) == {"gradcam", "cameras"} and set(df["baseline"]) == {"black", "mean"}
-    assert df[list(D.COLUMNS[5:])].notna().all().all()
+    assert df[list(D.COLUMNS[5:-1])].notna().all().all()
+    # Algorithm 1's keep rule: the sizes kept are those whose top-1 is the reference top-1
+    cam, gc = df[df["method"] == "cameras"], df[df["method"] == "gradcam"]
+    assert gc["sizes_kept"].isna().all() and cam["sizes_kept"].between(1, 2).all()
+    _check_kept(cam)
     assert ((df["map_mean"] > 0) & (df["map_mean"] < 1)).all()
     for col in ("p_plus", "p_minus", "p_full", "insertion", "deletion"):
         assert df[col].between(0, 1).all(), col
@@ -248,22 +257,23 @@ def _fake_rows() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_summary_wide_table_and_win_rates():
+def test_summary_table2_and_win_rates():
     df = _fake_rows()
     s = D.summary(df, "black")
     assert list(s.index) == [("m1", "cameras"), ("m1", "gradcam"), ("m2", "cameras"), ("m2", "gradcam")]
     r = s.loc[("m1", "cameras")]
     assert r["rho_plus_mean"] == 4.0 and r["rho_plus_median"] == 4.0
-    assert r["rho_plus_q25"] == 3.0 and r["rho_plus_q75"] == 5.0
     assert r["n"] == 3 and math.isclose(r["top1_correct"], 2 / 3)
     assert s.loc[("m1", "gradcam"), "empty_maps"] == 1
     assert D.summary(df, "mean").loc[("m1", "cameras"), "rho_plus_mean"] == 5.0
-    assert D.summary(df, "black", correct_only=True).loc[("m1", "cameras"), "n"] == 2
 
-    t = D.wide_table(df, "black")
-    assert list(t.index) == ["CAMERAS", "Grad-CAM"]
-    assert list(t.columns) == [("m1", "ρ+"), ("m1", "ρ−"), ("m2", "ρ+"), ("m2", "ρ−")]
-    assert t.loc["Grad-CAM", ("m2", "ρ+")] == pytest.approx(7 / 3)
+    t = D.table2(df, "black", methods=("gradcam", "cameras"))
+    r = t.set_index(["model", "method"]).loc[("m2", "gradcam")]
+    assert r["rho_plus"] == pytest.approx(7 / 3) and r["n"] == 3
+    assert r["rho_plus_lo"] <= r["rho_plus"] <= r["rho_plus_hi"]
+    # a method computed on fewer images: every method is averaged over the common images
+    t = D.table2(df[~((df["method"] == "cameras") & (df["image"] == "im2"))], "black", ("gradcam", "cameras"))
+    assert (t["n"] == 2).all() and t.set_index(["model", "method"]).loc[("m1", "gradcam"), "rho_plus"] == 3.0
 
     w = D.win_rates(df, "cameras", "black")
     assert list(w["other"]) == ["gradcam", "gradcam"]
@@ -273,28 +283,97 @@ def test_summary_wide_table_and_win_rates():
     assert row["deletion"] == 0.5 and row["n"] == 3
 
 
-def test_paper_table_is_absent_or_well_formed():
-    t = D.paper_table()
-    if D.PAPER_TABLE2 is None:
-        assert t is None
-    else:  # pragma: no cover - only once the paper's numbers are filled in
-        assert D.PAPER_TABLE2["source"]
-        assert t.notna().all().all()
+def test_comparison_table_puts_the_papers_values_beside_ours():
+    from cameras.paper import table2
+
+    df = _fake_rows().replace({"m1": "efficientnet_lite0", "m2": "efficientnet_lite1"})
+    df = pd.concat([df, df[df["method"] == "gradcam"].assign(method="normgrad", rho_plus=0.5)])
+    t = D.comparison_table(df, "black", "rho_plus")
+    assert list(t["method"]) == list(D.PAPER_METHODS)
+    paper_cols = [c for c in t.columns if c.startswith("paper (reported)")]
+    assert paper_cols == ["paper (reported): ResNet-50", "paper (reported): DenseNet-121",
+                          "paper (reported): Inception-v3"]
+    p = table2().set_index(["model", "method"])
+    assert t.loc[2, paper_cols[0]] == f"{p.loc[('resnet50', 'cameras'), 'rho_plus']:.2f} (1)"
+    assert t.loc[0, paper_cols[2]].endswith("(2)")  # Inception: NormGrad 2.19 above Grad-CAM 2.18
+    ours = [c for c in t.columns if c.startswith("ours")]
+    assert ours[0] == "ours: EfficientNet-Lite0, n = 3" and t.loc[2, ours[0]].startswith("4.00 [")
+    assert t.loc[2, ours[0]].endswith("(1)") and t.loc[0, ours[0]].endswith("(3)")
+    minus = D.comparison_table(df, "black", "rho_minus")  # lower is better: rank 1 = smallest
+    assert minus.loc[2, "paper (reported): ResNet-50"].endswith("(1)")
+
+
+def test_identity_records_every_methods_settings_layer_and_keep_rule():
+    from cameras.methods import default_layers
+
+    s = D.settings("offline")
+    ident = D.EXPERIMENT.identity_of(s, "imagenet_sample_efficientnet_lite0.csv")
+    m = ident["methods"]
+    assert m["cameras"]["keep"] == "prediction" and m["cameras"]["sizes"] == list(range(224, 1000, 100))
+    assert m["normgrad"]["layer"] == default_layers("efficientnet_lite0")["normgrad"] == "_blocks.10"
+    assert m["gradcam"]["layer"] == m["cameras"]["layer"] == "_head_act" and m["gradient"]["layer"] is None
+    lite2 = D.EXPERIMENT.identity_of(s, "imagenet_sample_efficientnet_lite2.csv")["methods"]
+    assert lite2["cameras"]["sizes"][0] == 260 and lite2["normgrad"]["layer"] == "_blocks.14"
+    # the offline profile computes CAMERAS and NormGrad on a spread subset of Lite0 only
+    units = D.EXPERIMENT.units(s)
+    keys = {(k[0], k[1]) for u in units for k in u.keys}
+    assert ("efficientnet_lite1", "cameras") not in keys and ("efficientnet_lite1", "gradcam") in keys
+    n_cam = {k[2] for u in units for k in u.keys if k[:2] == ("efficientnet_lite0", "cameras")}
+    assert len(n_cam) == s["method_images"]["cameras"] < len(D.items(s))
 
 
 def test_changed_settings_on_complete_results_are_an_error_not_old_rows(tmp_path):
     from cameras.runs import SettingsMismatch
 
-    small = dict(n_images=1, methods=["gradcam"], insdel_steps=2, workers=0)
+    small = dict(n_images=1, methods=["gradcam"], insdel_steps=2, loader_workers=0)
     D.run("ci", results=tmp_path, device="cpu", progress=False, **small)
     with pytest.raises(SettingsMismatch) as err:
         D.run("ci", results=tmp_path, device="cpu", progress=False,
               **{**small, "cameras_sizes": [224], "insdel_steps": 16})
-    assert "cameras_sizes=[224, 324, 424], insdel_steps=2" in str(err.value)
-    assert "cameras_sizes=[224], insdel_steps=16" in str(err.value)
+    assert "cameras_sizes=[224, 324, 424]" in str(err.value) and "insdel_steps=2" in str(err.value)
+    assert "cameras_sizes=[224]" in str(err.value) and "insdel_steps=16" in str(err.value)
     with pytest.raises(SettingsMismatch):  # reading is checked too
         D.load_results("ci", results=tmp_path, insdel_steps=16, **{k: v for k, v in small.items()
                                                                    if k != "insdel_steps"})
     # more images with the same settings extend the file
     assert len(D.run("ci", results=tmp_path, device="cpu", progress=False,
                      **{**small, "n_images": 2})) == 2 * 2
+
+
+def _check_kept(cam):
+    """sizes_kept = the sizes whose top-1 equals the reference top-1 (recomputed here)."""
+    from cameras import Cameras
+    from cameras.images import load_image
+    from cameras.models import load_model
+
+    lm = load_model("efficientnet_lite0", device="cpu")
+    its = [it for it in D.items(D.settings("ci", **SMALL)) if it.name in set(cam["image"])]
+    x = torch.stack([lm.preprocess(load_image(it.source)) for it in its])
+    c = Cameras(lm.model, layer="_head_act", sizes=[224, 256], keep="prediction", progress=False)
+    c(x, [it.label for it in its])
+    got = cam.drop_duplicates("image").set_index("image")["sizes_kept"]
+    assert [int(got[it.name]) for it in its] == c.kept.sum(0).tolist()
+
+
+def test_committed_results_match_the_offline_profile_and_feed_the_verdict():
+    """The stored offline rows carry the offline identity (every method's settings) and cover
+    every key the profile asks for: the chapter reads them back instead of recomputing."""
+    import json
+
+    from cameras.data import REPO_ROOT
+    from cameras.runs import meta_path
+
+    s = D.settings("offline")
+    folder = D.EXPERIMENT.folder(s, REPO_ROOT / "results")
+    for model in s["models"]:
+        file = f"{s['data']}_{model}.csv"
+        stored = json.loads(meta_path(folder / file).read_text())["identity"]
+        want = json.loads(json.dumps(D.EXPERIMENT.identity_of(s, file)))
+        assert {k: v for k, v in stored["methods"].items() if k in want["methods"]} == want["methods"]
+    assert D.EXPERIMENT.pending(s, folder, D.EXPERIMENT.units(s)) == []
+    v = D.verdict_numbers(REPO_ROOT / "results")
+    assert v["models"] == ["efficientnet_lite0"] and v["n_images"] == s["method_images"]["cameras"]
+    r = v["black"]["efficientnet_lite0"]
+    assert set(r) == set(D.PAPER_METHODS)
+    assert all(x["rho_plus_lo"] <= x["rho_plus"] <= x["rho_plus_hi"] for x in r.values())
+    assert 1 <= v["sizes_kept"]["efficientnet_lite0"] <= 8

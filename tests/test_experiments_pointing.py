@@ -3,7 +3,7 @@ identity and the stored example."""
 
 from __future__ import annotations
 
-import json
+import math
 
 import pandas as pd
 import pytest
@@ -28,8 +28,11 @@ def test_profiles_are_complete_and_valid() -> None:
     assert off["method_settings"]["rise"]["num_masks"] < 8000
     assert off["method_settings"]["extremal_perturbation"]["max_iter"] < 800
     assert off["cell_size"] is None  # offline: native cells
+    # Algorithm 1's keep rule; RISE only where the CPU could afford it, stated as settings
+    assert off["method_settings"]["cameras"]["keep"] == "prediction"
+    assert "rise" not in P.methods_for(off, "efficientnet_lite1") and P._n_grids(off, "rise") < off["n_grids"]
     paper = P.settings("paper")
-    assert paper["method_settings"] == {} and paper["task"] == "pointing_game"
+    assert paper["method_settings"] == {"cameras": {"keep": "prediction"}} and paper["task"] == "pointing_game"
     assert paper["models"] == ["vgg16", "resnet50"] and len(paper["methods"]) == 11
 
 
@@ -65,13 +68,15 @@ def test_cameras_sizes_follow_the_papers_zoom() -> None:
     assert P.method_kwargs(s, "gradcam", 448) == {}
 
 
-def test_reported_table_is_torchrays() -> None:
+def test_paper_table_is_the_papers() -> None:
+    from cameras.paper import table1
+
     t = P.paper_table()
-    assert t.shape == (9, 8)
-    assert t.loc["Center baseline", ("VOC07 test", "VGG16", "All")] == 69.6
-    assert t.loc["Grad-CAM", ("COCO14 val", "ResNet50", "Diff")] == 52.3
-    assert "CAMERAS" not in t.index  # not retrieved: not printed
-    assert "TorchRay" in P.PAPER_TABLE1["source"]
+    assert t.shape == (11, 9) and list(t.iloc[:, 0])[-2:] == ["NormGrad", "CAMERAS"]
+    row = t.set_index(t.columns[0])
+    assert row.loc["CAMERAS", "COCO14 ResNet50 All"] == 69.9 and row.loc["MWP", "VOC07 ResNet50 All"] == 84.4
+    assert math.isnan(row.loc["NormGrad", "COCO14 VGG16 Diff"])  # '-' in the paper
+    assert row.values.size - row.isna().values.sum() == table1()["value"].notna().sum()
 
 
 def test_paper_profile_fails_early_without_data(tmp_path, monkeypatch) -> None:
@@ -86,7 +91,7 @@ def test_paper_profile_fails_early_without_data(tmp_path, monkeypatch) -> None:
 def test_summary_of_synthetic_rows() -> None:
     rows = pd.DataFrame({
         "model": ["m"] * 8, "method": ["gradcam"] * 4 + ["cameras"] * 4,
-        "image": ["grid00000"] * 8, "target": [1, 2, 3, 4] * 2,
+        "image": ["grid00000"] * 8, "target": [1, 2, 3, 4] * 2, "cell": [0, 1, 2, 3] * 2,
         "share": [1.0, 0.5, 0.0, 0.5] + [0.9] * 4, "hit": [1, 1, 0, 0] + [1] * 4,
         "settings": [{}] * 4 + [{"sizes": [448, 648]}] * 4,
     })
@@ -99,6 +104,12 @@ def test_summary_of_synthetic_rows() -> None:
     # at a hit rate of 100 % the interval ends exactly there (error bars >= 0)
     assert c["hit_hi"] == 100.0 and 0 < c["hit_lo"] < 100
     assert c["settings"] == "sizes 448..648 (2)"
+    # the error-reduction analogue: CAMERAS 90 % vs best other 50 % -> (50 - 10) / 50 = 80 %
+    er = P.proxy_error_reduction(rows).set_index("score")
+    assert er.loc["share in cell", "error_reduction_pct"] == pytest.approx(80.0)
+    assert er.loc["share in cell", "above_cameras"] == "none"
+    diff = P.paired_difference(rows).iloc[0]
+    assert diff["difference"] == pytest.approx(40.0) and diff["grids"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +133,10 @@ def test_ci_run_writes_rows(small_run) -> None:
     folder = tmp / "_ci" / "pointing" / "grid_efficientnet_lite0"
     assert (folder / "gradcam.csv").is_file()
     cam = df[df["method"] == "cameras"]["settings"].iloc[0]
-    assert cam["sizes"] == [224, 336]  # ci: 112 px cells, 224 px grids, zoom 1 and 1.5
-    assert ("EfficientNet-Lite0", "share in cell (%)") in P.summary_table(df).columns
+    assert cam["sizes"] == [224, 336] and cam["keep"] == "prediction"  # ci: 112 px cells, 224 px grids
+    kept = df[df["method"] == "cameras"]["sizes_kept"]
+    assert kept.between(1, 2).all() and kept.groupby(df["image"]).nunique().eq(1).all()  # one capture per grid
+    assert "EfficientNet-Lite0: share in cell (%)" in P.summary_table(df).columns
     # example maps of grid 0 for every method, and the time each method took
     ex = MapStore(folder.parent).read("grid_efficientnet_lite0", "example")
     assert ex["image"].shape == (224, 224, 3) and ex["image"].dtype.name == "uint8"
@@ -165,8 +178,10 @@ def test_changed_settings_are_refused(small_run) -> None:
     tmp, _ = small_run
     with pytest.raises(SettingsMismatch, match="threshold"):
         P.run("ci", results=tmp, device="cpu", progress=False, threshold=0.6, **KW)
-    with pytest.raises(SettingsMismatch, match="settings"):
+    with pytest.raises(SettingsMismatch, match="methods.cameras"):
         P.run("ci", results=tmp, device="cpu", progress=False, cameras_zoom=[1.0, 2.0], **KW)
+    with pytest.raises(SettingsMismatch, match="methods.cameras"):  # the keep rule defines the rows
+        P.run("ci", results=tmp, device="cpu", progress=False, method_settings={"cameras": {"keep": "all"}}, **KW)
 
 
 def test_missing_example_map_is_recomputed(tmp_path) -> None:
@@ -201,12 +216,42 @@ def test_skip_leaves_out_model_method_pairs(small_run) -> None:
         P.settings("ci", skip=["cameras"])
 
 
-def test_identity_of_files_written_before_identities() -> None:
-    """The migration's identity: the method's settings of the first session and the offline
-    grid settings, the same as what the offline profile asks of that file now."""
-    meta = {"settings": {"sizes": [480, 694, 909, 1123, 1337, 1551, 1766, 1980], "batch_size": 8,
-                         "progress": None}}
-    file = "grid_efficientnet_lite1/cameras.csv"
-    old = P.EXPERIMENT.identity_from_meta(meta, file)
-    assert json.loads(json.dumps(old)) == json.loads(json.dumps(P.EXPERIMENT.identity_of(P.settings("offline"), file)))
-    assert P.EXPERIMENT.identity_of(P.settings("offline"), "grid_efficientnet_lite0/gradcampp.csv")["settings"] == {}
+def test_identity_records_each_methods_settings_and_layer() -> None:
+    off = P.settings("offline")
+    ng = P.EXPERIMENT.identity_of(off, "grid_efficientnet_lite0/normgrad.csv")
+    assert ng["methods"]["normgrad"]["layer"] == "_blocks.10" and ng["threshold"] == 0.5
+    cam = P.EXPERIMENT.identity_of(off, "grid_efficientnet_lite1/cameras.csv")["methods"]["cameras"]
+    assert cam["keep"] == "prediction" and cam["sizes"][0] == 480 and cam["layer"] == "_head_act"
+    rise = P.EXPERIMENT.identity_of(off, "grid_efficientnet_lite0/rise.csv")["methods"]["rise"]
+    assert rise["scores"] == "softmax" and rise["layer"] is None
+    ebp = P.EXPERIMENT.identity_of(off, "grid_efficientnet_lite2/contrastive_excitation_backprop.csv")
+    assert ebp["methods"]["contrastive_excitation_backprop"]["layer"] == ["_blocks.14", "_avg_pooling"]
+
+
+def test_cameras_capture_equals_the_registered_method() -> None:
+    """One capture for T classes per image gives the maps of saliency("cameras") per class."""
+    from torch import nn
+
+    from cameras.methods import saliency
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6)).eval()
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([[0, 1, 2], [3, 4, 5]])
+    kw = dict(sizes=[32, 48, 64], keep="prediction")
+    maps, kept = P.cameras_capture(net, x, t, "3", **kw)
+    ref = saliency("cameras", net, x.repeat_interleave(3, 0), t.reshape(-1).tolist(), layer="3", **kw)
+    assert maps.shape == (2, 3, 32, 32) and torch.allclose(maps.flatten(0, 1), ref, atol=1e-5)
+    assert kept.tolist() == [int(v) for v in kept] and all(1 <= k <= 3 for k in kept.tolist())
+
+
+def test_verdict_numbers_from_the_committed_results() -> None:
+    from cameras.runs import results_dir
+
+    if not (results_dir(None) / "pointing" / "grid_efficientnet_lite0" / "gradcam.csv").exists():
+        pytest.skip("no committed results here")
+    v = P.verdict_numbers()
+    assert v["chance_hit"] == 25.0 and v["models"] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    g = v["grid"]["efficientnet_lite0"]["gradcam"]
+    assert g["share_lo"] <= g["share"] <= g["share_hi"] and g["hit_lo"] <= g["hit"] <= g["hit_hi"] and g["maps"] == 128
+    assert v["grid"]["efficientnet_lite0"]["center"]["hit"] == pytest.approx(25.0)

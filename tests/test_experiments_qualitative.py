@@ -1,5 +1,5 @@
-"""cameras.experiments.qualitative: settings, stored maps, n/a rows, resume, the per-row
-settings check and the figure."""
+"""cameras.experiments.qualitative: settings, stored maps, n/a rows, resume, the identity of
+each method's settings and layer, the keep rule's record, the figure and tables."""
 
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ def test_rows_and_maps(small_run) -> None:
     m = maps["cameras"]["n01560419_bulbul"]
     assert m.shape == (224, 224) and m.min() >= 0 and m.max() == pytest.approx(1.0)
     assert maps["excitation_backprop"] == {}
-    assert df[df["method"] == "cameras"]["settings"].iloc[0]["sizes"] == [224, 336]
+    cam = df[df["method"] == "cameras"].iloc[0]
+    assert cam["settings"]["sizes"] == [224, 336] and cam["settings"]["keep"] == "prediction"
+    assert 1 <= cam["sizes_kept"] <= 2 and df[df["method"] != "cameras"]["sizes_kept"].isna().all()
     assert df[df["method"] == "gradcam"]["layer"].iloc[0] == "_head_act"
 
 
@@ -92,37 +94,44 @@ def test_missing_map_is_recomputed(small_run) -> None:
     assert (tmp / "_ci" / "qualitative" / "efficientnet_lite0.csv").read_bytes() == csv  # rows kept
 
 
-def test_rows_of_other_method_settings_are_not_returned_silently(small_run, tmp_path) -> None:
+def test_rows_of_other_method_settings_are_refused(small_run, tmp_path) -> None:
     tmp, _ = small_run
     kw = dict(KW, method_settings={"excitation_backprop": {"strict": False}})
-    with pytest.raises(SettingsMismatch, match="excitation_backprop"):
-        Q.EXPERIMENT.load(Q.settings("ci", **kw), tmp)
-    with pytest.raises(SettingsMismatch, match="cameras_zoom"):  # the file's identity
+    with pytest.raises(SettingsMismatch, match="methods.excitation_backprop"):
+        Q.run("ci", results=tmp, device="cpu", progress=False, **kw)
+    with pytest.raises(SettingsMismatch, match="methods.cameras"):  # CAMERAS' sizes
         Q.run("ci", results=tmp, device="cpu", progress=False, cameras_zoom=[1.0], **KW)
-    # an interrupted run resumed with other settings: the old rows are named in a warning
-    run = dict(results=tmp_path, device="cpu", progress=False, methods=["gradient"])
-    Q.run("ci", classes=["bulbul"], method_settings={"gradient": {"smooth": 0.0}}, **run)
-    with pytest.warns(RuntimeWarning, match="1 of 2 rows .* n01560419_bulbul"):
-        rows = Q.run("ci", classes=["bulbul", "volleyball"], **run)
-    assert [st["smooth"] for st in rows["settings"]] == [0.0, 0.02]
+    with pytest.raises(SettingsMismatch, match="methods.gradcam"):  # another layer
+        Q.EXPERIMENT.load(Q.settings("ci", layers={"efficientnet_lite0": {"gradcam": "_blocks.15"}}, **KW), tmp)
+    # a method added later joins the file's identity; the stored methods are untouched
+    run = dict(results=tmp_path, device="cpu", progress=False, classes=["bulbul"])
+    Q.run("ci", methods=["gradient"], **run)
+    rows = Q.run("ci", methods=["gradient", "center"], **run)
+    assert list(rows["method"]) == ["gradient", "center"]
+    ident = Q.EXPERIMENT.identity_of(Q.settings("offline"), "efficientnet_lite0.csv")["methods"]
+    assert ident["normgrad"]["layer"] == "_blocks.10" and ident["rise"]["scores"] == "softmax"
 
 
 def test_figure_and_tables(small_run) -> None:
     tmp, df = small_run
     s = Q.settings("ci", **KW)
-    fig = Q.plot_maps(s, "efficientnet_lite0", results=tmp)
+    fig = Q.plot_maps(s, "efficientnet_lite0", results=tmp, rows=df)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert buf.tell() > 1000
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts.count("n/a") == 1  # excitation backprop refused the model
-    t = Q.status_table(df)
-    assert t.loc["Grad-CAM", "EfficientNet-Lite0"] == "ok"
-    assert t.loc["Excitation backprop (MWP)", "EfficientNet-Lite0"].startswith("n/a")
-    timing = Q.timing_table(df)
-    assert timing.shape[0] == 2 and timing.loc["CAMERAS", "settings"] == "sizes 224..336 (2)"
-    area = Q.area_table(s, results=tmp)
-    assert area.loc["CAMERAS", "EfficientNet-Lite0"] > 0 and "Excitation backprop (MWP)" not in area.index
+    notes = [ax.get_xlabel() for ax in fig.axes]
+    assert any(n.endswith("of 2 sizes kept") for n in notes)
+    t = Q.status_table(df).set_index("method")
+    assert t.loc["gradcam", "EfficientNet-Lite0"] == "ok"
+    assert t.loc["excitation_backprop", "EfficientNet-Lite0"].startswith("n/a")
+    timing = Q.timing_table(df).set_index("method")
+    assert timing.shape[0] == 2 and timing.loc["cameras", "settings"] == "sizes 224..336 (2), keep rule: prediction"
+    area = Q.area_table(s, results=tmp).set_index("method")
+    assert area.loc["cameras", "EfficientNet-Lite0"] > 0 and np.isnan(area.loc["excitation_backprop", "EfficientNet-Lite0"])
+    kept = Q.kept_table(df)
+    assert list(kept.columns) == ["class", "EfficientNet-Lite0"] and kept.iloc[0, 1].endswith("of 2")
 
 
 def test_skip_leaves_out_model_method_pairs(small_run) -> None:
@@ -137,12 +146,22 @@ def test_skip_leaves_out_model_method_pairs(small_run) -> None:
         rows = Q.EXPERIMENT.load(s, tmp)
     assert set(rows["method"]) == {"gradcam", "excitation_backprop"}
     other = df.assign(model="efficientnet_lite1")
-    table = Q.status_table(pd.concat([rows, other]))
-    assert table.loc["CAMERAS", "EfficientNet-Lite0"].startswith("not run")
-    assert table.loc["CAMERAS", "EfficientNet-Lite1"] == "ok"
+    table = Q.status_table(pd.concat([rows, other])).set_index("method")
+    assert table.loc["cameras", "EfficientNet-Lite0"].startswith("not run")
+    assert table.loc["cameras", "EfficientNet-Lite1"] == "ok"
     off = Q.settings("offline")
     assert Q.methods_for(off, "efficientnet_lite2") == [
         m for m in off["methods"] if m not in ("rise", "extremal_perturbation")]
+
+
+def test_verdict_numbers_from_the_committed_results() -> None:
+    from cameras.runs import results_dir
+
+    if not (results_dir(None) / "qualitative" / "maps" / "efficientnet_lite0" / "gradcam.npz").exists():
+        pytest.skip("no committed results here")
+    v = Q.verdict_numbers()
+    assert v["n_images"] == 9 and v["models"] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    assert 0 < v["area"]["efficientnet_lite0"]["gradcam"] < 100
     with pytest.raises(TypeError, match="must be a dict"):
         Q.settings("ci", skip=["cameras"])
     with pytest.raises(ValueError, match="unknown saliency method"):

@@ -21,6 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = (
+    "00_verdict",
     "tutorial_own_model",
     "01_method",
     "02_qualitative",

@@ -11,10 +11,12 @@ import torchvision
 from torch import nn
 
 from cameras.sanity import (
+    KeptSizes,
     adversarial_sanity,
     cascade_blocks,
     cascading_randomization,
     class_sensitivity,
+    class_spearman,
     hog_similarity,
     map_similarities,
     randomize_block,
@@ -136,7 +138,8 @@ def test_cascade_detects_weight_independent_method_and_leaves_model_untouched():
     # the original model is untouched
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     # expected depths and blocks, tidy columns
-    assert list(df.columns) == ["method", "image", "depth", "block", "metric", "value"]
+    assert list(df.columns) == ["method", "image", "depth", "block", "metric", "value", "sizes_kept"]
+    assert df["sizes_kept"].isna().all()  # only CAMERAS (KeptSizes) records the sizes it kept
     assert sorted(df["depth"].unique()) == [0, 1, 2, 3]
     assert df.groupby("depth")["block"].first().tolist() == ["none", "6", "2", "0"]
     assert len(df) == 2 * 3 * 4 * 4  # methods x images x depths x metrics
@@ -275,3 +278,48 @@ def test_class_sensitivity_is_zero_for_a_class_independent_method():
     for metric in ("1-spearman", "1-ssim", "mad"):
         assert mean["edges", metric] == pytest.approx(0.0, abs=1e-9)
         assert mean["gradient", metric] > 0.01
+
+
+# -------------------------------------------------------------------------------------
+# CAMERAS with the sizes it kept
+# -------------------------------------------------------------------------------------
+def test_kept_sizes_gives_the_registry_maps_and_counts_algorithm_1s_sizes():
+    from cameras.core import Cameras
+    from cameras.methods import saliency
+
+    model, x = small_cnn(), images(3)
+    t = model(x).argmax(1)
+    settings = {"sizes": [32, 48, 64, 96], "keep": "prediction"}
+    fn = KeptSizes(settings, layer="2")
+    maps = fn(model, x, t)
+    assert torch.allclose(maps, saliency("cameras", model, x, t, layer="2", **settings), atol=1e-6)
+    cam = Cameras(model, layer="2", sizes=settings["sizes"], keep="prediction")
+    cam(x, t)
+    kept = fn.pop()
+    assert torch.equal(kept, cam.kept.sum(0)) and fn.pop() is None  # pop empties the log
+    fn(model, x, (t + 1) % 10)  # another class: the same sizes (the rule compares top-1s only)
+    assert torch.equal(fn.pop(), kept)
+    df = cascading_randomization({"cameras": fn, "gradient": input_gradient}, model, x, max_depth=2,
+                                 metrics=("spearman",), progress=False)
+    cam_rows = df[df["method"] == "cameras"]
+    assert cam_rows["sizes_kept"].between(1, 4).all() and df[df["method"] == "gradient"]["sizes_kept"].isna().all()
+    assert list(cam_rows[cam_rows["depth"] == 0]["sizes_kept"]) == kept.tolist()
+    adv = adversarial_sanity({"cameras": fn}, model, x, normalize=lambda v: v, ks=(5,), steps=2, n_random=1,
+                             progress=False)
+    assert set(adv["sizes_kept"]) <= set(range(1, 5))
+
+
+def test_class_spearman_is_the_authors_score_and_one_for_a_class_independent_method():
+    from cameras.metrics.class_sensitivity import class_sensitivity_rebuffi
+
+    model, x = small_cnn(), images()
+    df = class_spearman({"edges": edges, "gradient": input_gradient}, model, x)
+    assert list(df.columns) == ["method", "image", "most", "least", "p_most", "p_least", "class_spearman", "sizes_kept"]
+    assert (df["most"] != df["least"]).all()
+    edges_r = df[df["method"] == "edges"]["class_spearman"]
+    assert np.allclose(edges_r, 1.0)  # the same map for every class
+    assert df[df["method"] == "gradient"]["class_spearman"].mean() < 0.99
+    ours = class_spearman(["gradcam"], model, x, layer="2")
+    theirs = class_sensitivity_rebuffi(["gradcam"], model, x, layer="2")
+    assert np.allclose(ours["class_spearman"], theirs["class_spearman"], equal_nan=True)
+    assert list(ours["most"]) == list(theirs["most"]) and list(ours["least"]) == list(theirs["least"])

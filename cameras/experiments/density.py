@@ -1,28 +1,23 @@
 r"""Map density (CAMERAS, Table 2) and insertion/deletion over an ImageNet image set.
 
-The paper's Table 2 (Jalwana et al., CVPR 2021) scores saliency maps by their *map density*
-for the true label (:mod:`cameras.metrics.density`), for NormGrad, Grad-CAM and CAMERAS on
-ResNet-50, DenseNet-121 and Inception-v3 (ImageNet val). This experiment computes, per
-(model, method, image, true label, masking baseline), :math:`\rho^\pm`, the probabilities
-behind them, and the insertion/deletion AUCs of Petsiuk et al. (BMVC 2018), which the paper
-does not report.
+The paper's Table 2 (Jalwana et al., CVPR 2021; :func:`cameras.paper.table2`) scores maps by
+their *map density* for the true label (:mod:`cameras.metrics.density`): NormGrad, Grad-CAM and
+CAMERAS on ResNet-50, DenseNet-121, Inception-v3. Here, per (model, method, image, true label,
+masking baseline): :math:`\rho^\pm`, the probabilities behind them, and the insertion/deletion
+AUCs (Petsiuk et al., BMVC 2018). A masked pixel becomes black (``"black"``) or the mean colour
+(``"mean"``, 0 in the normalised input): the paper does not say. Each method runs at its
+default layer for the architecture (:func:`cameras.methods.default_layers`; NormGrad at the
+last stride-16 block, as its authors) with ``method_settings``; CAMERAS keeps a size only if
+the top-1 there is the top-1 at the reference size (Algorithm 1, ``keep="prediction"``;
+``sizes_kept``), at the paper's sizes shifted to the model's input
+(:func:`cameras.engine.shifted_sizes`). A file's identity holds every method's settings.
 
-**Masking baseline.** The paper does not say what a masked pixel becomes. ``"black"`` fades
-masked pixels to black; ``"mean"`` to the dataset mean colour (0 in the normalised input).
-Both are computed; each row names its ``baseline``. *Deletion* replaces the top pixels by the
-row's baseline; *insertion* starts from a blurred copy (the same for both baselines), in
-``insdel_steps`` equal steps (RISE uses one row of pixels per step).
-
-**CAMERAS sizes.** The paper's 224, 324, ..., 924 start at ResNet-50's native 224 px; for a
-model with native input ``n`` (EfficientNet-Lite1: 240, Lite2: 260, Inception-v3: 299) they
-start at ``n`` with the same 100 px steps (:func:`cameras.engine.shifted_sizes`).
-
-Profiles: ``ci`` (Lite0, 4 images, CAMERAS at 224/324/424, 4 steps), ``offline``
-(Lite0/1/2, the 1000-image ImageNet sample, the paper's sizes, then the extra methods
-LayerCAM, Grad-CAM++ and the gradient; HiResCAM is not run: at a layer feeding the global
-average pool its map is Grad-CAM's), ``paper`` (torchvision ResNet-50, DenseNet-121,
-Inception-v3 on ImageNet val under ``$CAMERAS_DATA_ROOT``; fails early without the data or
-weights). One results file per (data, model): ``<results>/density/<data>_<model>.csv``.
+Profiles: ``ci`` (Lite0, 4 images, 3 sizes), ``offline`` (Lite0/1/2, the 1000-image ImageNet
+sample, extra methods LayerCAM, Grad-CAM++, gradient; what a shared 2-core CPU affords:
+``method_images`` computes CAMERAS and NormGrad on 32 evenly spaced images and ``skip`` leaves
+them out on Lite1/2; a GPU run: ``--set 'skip={}' --set 'method_images={}'``), ``paper``
+(ResNet-50, DenseNet-121, Inception-v3 on ImageNet val under ``$CAMERAS_DATA_ROOT``). One
+file per (data, model): ``<results>/density/<data>_<model>.csv``.
 """
 
 from __future__ import annotations
@@ -36,12 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import DEFAULT_SIZES
+from ..core import DEFAULT_SIZES, Cameras
+from ..data import image_items, spread_indices
 from ..engine import Check, Context, Experiment, Unit, load_batches, shifted_sizes
 
-__all__ = ["EXPERIMENT", "PROFILES", "KEY", "COLUMNS", "PAPER_TABLE2", "settings", "run",
-           "load_results", "items", "summary", "wide_table", "paper_table", "win_rates",
-           "example", "plot_example", "plot_distributions", "plot_insertion_deletion"]
+__all__ = ["EXPERIMENT", "PROFILES", "KEY", "COLUMNS", "settings", "run", "load_results", "items",
+           "method_items", "method_kwargs", "summary", "table2", "comparison_table",
+           "common_images", "win_rates", "kept_sizes", "verdict_numbers", "example", "plot_example",
+           "plot_distributions", "plot_insertion_deletion", "plot_kept"]
 
 KEY: tuple[str, ...] = ("model", "method", "image", "target", "baseline")
 COLUMNS: tuple[str, ...] = KEY + (
@@ -50,10 +47,9 @@ COLUMNS: tuple[str, ...] = KEY + (
     "p_full", "top1",  # P(y | I) and the model's top-1 on I
     "insertion", "deletion",  # AUCs (insertion on a blurred canvas; deletion to the baseline)
     "map_seconds",  # time to compute the map, per image (batch average)
+    "sizes_kept",  # CAMERAS: how many sizes Algorithm 1 averaged (empty for other methods)
 )
-
-#: The paper's Table 2 as printed, for the "paper (reported)" columns (``None``: not read).
-PAPER_TABLE2: dict[str, Any] | None = None
+PAPER_METHODS = ("normgrad", "gradcam", "cameras")
 
 
 class Density(Experiment):
@@ -66,14 +62,19 @@ class Density(Experiment):
         # HiResCAM is left out: at a layer that feeds the global average pool directly (all
         # models here) its map equals Grad-CAM's, since the gradient is spatially constant
         "extra_methods": ["layercam", "gradcam++", "gradient"],
+        "method_settings": {"cameras": {"keep": "prediction"}}, "method_images": {}, "skip": {},
         "cameras_sizes": list(DEFAULT_SIZES), "baselines": ["black", "mean"],
-        "insdel_steps": 16, "batch_size": 64, "eval_batch": 256, "workers": "auto",
+        "insdel_steps": 16, "batch_size": 64, "eval_batch": 256, "loader_workers": "auto",
     }
     profiles = {
         "ci": {"models": ["efficientnet_lite0"], "n_images": 4, "extra_methods": [],
                "cameras_sizes": [224, 324, 424], "insdel_steps": 4, "batch_size": 4,
-               "eval_batch": 32, "workers": 0},
-        "offline": {},
+               "eval_batch": 32, "loader_workers": 0},
+        # the shared 2-core CPU (8 jobs at once) recomputed CAMERAS (Algorithm 1's keep rule) and
+        # NormGrad (the authors' layer) on 32 evenly spaced images of Lite0 only
+        "offline": {"method_images": {"cameras": 32, "normgrad": 32}, "batch_size": 16,
+                    "skip": {"efficientnet_lite1": ["cameras", "normgrad"],
+                             "efficientnet_lite2": ["cameras", "normgrad"]}},
         "paper": {"data": "imagenet_val", "models": ["resnet50", "densenet121", "inception_v3"],
                   "extra_methods": [], "batch_size": 32},
     }
@@ -81,48 +82,61 @@ class Density(Experiment):
         "data": Check.choice("imagenet_sample", "imagenet_val"),
         "models": Check.listof(Check.model), "n_images": Check.optional_positive,
         "methods": Check.listof(Check.method), "extra_methods": Check.listof(Check.method, empty=True),
+        "method_settings": Check.method_settings, "method_images": lambda v, k: {
+            Check.method(m, k): Check.positive(n, k) for m, n in Check.mapping(v, k).items()}, "skip": Check.skip,
         "cameras_sizes": Check.listof(Check.size), "baselines": Check.listof(Check.choice("black", "mean")),
         "insdel_steps": Check.positive, "batch_size": Check.positive, "eval_batch": Check.positive,
-        "workers": Check.workers,
+        "loader_workers": Check.workers,
     }
     identity = ("data", "cameras_sizes", "insdel_steps")
 
     def validate(self, s: dict[str, Any]) -> None:
         s["extra_methods"] = [m for m in s["extra_methods"] if m not in s["methods"]]
-        slow = [m for m in s["methods"] + s["extra_methods"] if m in ("rise", "extremal_perturbation")]
-        if slow:
+        if slow := [m for m in s["methods"] + s["extra_methods"] if m in ("rise", "extremal_perturbation")]:
             raise ValueError(f"{slow}: perturbation methods are too slow for this experiment")
+        if "sizes" in s["method_settings"].get("cameras", {}):
+            raise ValueError("set CAMERAS' sizes through cameras_sizes (shifted to each model's input)")
+
+    def identity_of(self, s: Mapping[str, Any], file: str) -> dict[str, Any]:
+        """The data, sizes and steps, and every method's full settings on the file's model."""
+        from ..methods import method_settings
+
+        model, methods = next(m for m in s["models"] if file == f"{s['data']}_{m}.csv"), {}
+        for m in s["methods"] + s["extra_methods"]:
+            kw = method_kwargs(m, model, s)
+            methods[m] = {**method_settings(m, **{k: v for k, v in kw.items() if k != "layer"}), "layer": kw.get("layer")}
+        return {**super().identity_of(s, file), "methods": methods}
 
     def units(self, s: Mapping[str, Any]) -> list[Unit]:
         """One unit per (method group, model): the paper's three methods first, for all
         models, then the extras, so an interrupted run has the paper's comparison first."""
-        its = items(s)
-        out = []
+        its, out = items(s), []
         for group in (g for g in (s["methods"], s["extra_methods"]) if g):
             for model in s["models"]:
-                keys = [(model, m, it.name, it.label, b) for m in group for it in its
+                ms = [m for m in group if m not in s["skip"].get(model, [])]
+                keys = [(model, m, it.name, it.label, b) for m in ms for it in method_items(s, m)
                         for b in s["baselines"]]
-                out.append(Unit(f"{s['data']}_{model}.csv", keys, model, (group, its)))
+                if keys:
+                    out.append(Unit(f"{s['data']}_{model}.csv", keys, model, (ms, its)))
         return out
 
     def meta(self, ctx: Context, file: str) -> dict[str, Any]:
-        lm = ctx.model(_model_of(ctx, file))
-        return {"task": "map_density", "model": lm.name, "weights": lm.weights, "layer": lm.layer,
-                "input_size": lm.input_size, "mean": list(lm.mean), "std": list(lm.std),
-                "target": "true label"}
+        lm = ctx.model(next(m for m in ctx.settings["models"] if file == f"{ctx.settings['data']}_{m}.csv"))
+        return {"task": "map_density", "model": lm.name, "weights": lm.weights, "target": "true label"}
 
     def compute(self, ctx: Context, unit: Unit):
         s, lm = ctx.settings, ctx.model(unit.model)
         group, its = unit.data
+        allowed = {m: {it.name for it in method_items(s, m)} for m in group}
 
         def todo(it, method):
-            return not all(ctx.done(unit.file, (lm.name, method, it.name, it.label, b))
-                           for b in s["baselines"])
+            return it.name in allowed[method] and not all(
+                ctx.done(unit.file, (lm.name, method, it.name, it.label, b)) for b in s["baselines"])
 
         pending = [it for it in its if any(todo(it, m) for m in group)]
         # loader workers get the preprocessing without the network (nothing on the GPU)
         pre = dataclasses.replace(lm, model=nn.Identity(), device=torch.device("cpu")).preprocess
-        for x, labels, idx in load_batches(pending, pre, s["batch_size"], s["workers"]):
+        for x, labels, idx in load_batches(pending, pre, s["batch_size"], s["loader_workers"]):
             x, labels = x.to(lm.device), labels.to(lm.device)
             batch = [pending[i] for i in idx]
             with torch.no_grad():
@@ -141,41 +155,50 @@ class Density(Experiment):
                                "target": batch[j].label, **r}
 
     def load(self, s: Mapping[str, Any], results=None):
-        df = self.rows(s, results)
-        order = {m: i for i, m in enumerate(s["methods"] + s["extra_methods"])}
-        morder = {m: i for i, m in enumerate(s["models"])}
-        return df.sort_values(by=["model", "method", "baseline", "image"], key=lambda c: c.map(
-            morder) if c.name == "model" else (c.map(order) if c.name == "method" else c)
-        ).reset_index(drop=True)
-
-
-def _model_of(ctx: Context, file: str) -> str:
-    return next(m for m in ctx.settings["models"] if file == f"{ctx.settings['data']}_{m}.csv")
+        rank = {m: i for i, m in enumerate(s["models"] + s["methods"] + s["extra_methods"])}
+        return self.rows(s, results).sort_values(["model", "method", "baseline", "image"], key=lambda c: c.map(
+            rank) if c.name in ("model", "method") else c).reset_index(drop=True)
 
 
 def _fmt(v: float) -> str:
-    v = float(v)
-    return str(v) if math.isnan(v) or math.isinf(v) else f"{v:.6g}"
+    return str(float(v)) if not math.isfinite(float(v)) else f"{float(v):.6g}"
 
 
-def method_kwargs(method: str, lm, s: Mapping[str, Any]) -> dict[str, Any]:
-    """The arguments of :func:`cameras.methods.saliency` for ``method`` on ``lm``."""
-    from ..methods import info
+def method_kwargs(method: str, model: str, s: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of :func:`cameras.methods.saliency` for ``method`` on ``model`` (a name):
+    its layer for the architecture, ``method_settings`` and CAMERAS' shifted sizes."""
+    from ..methods import default_layers, info
+    from ..models import get_spec
 
-    kw: dict[str, Any] = {"layer": lm.layer} if info(method).layer == "required" else {}
+    kw: dict[str, Any] = dict(s["method_settings"].get(method, {}))
+    if info(method).layer == "required":
+        kw["layer"] = default_layers(model)[method]
     if method == "cameras":
-        kw.update(sizes=shifted_sizes(s["cameras_sizes"], lm.input_size), progress=False)
+        kw.update(sizes=shifted_sizes(s["cameras_sizes"], get_spec(model).input_size), progress=False)
     return kw
+
+
+def _maps(method: str, lm, x, labels, s: Mapping[str, Any]):
+    """``(maps, sizes kept per image or None)`` of one method on one batch."""
+    from ..methods import method_settings, saliency
+
+    kw = method_kwargs(method, lm.name, s)
+    if method != "cameras":
+        return saliency(method, lm.model, x, labels, **kw), None
+    layer, ms = kw.pop("layer"), method_settings("cameras", **kw)
+    cam = Cameras(lm.model, layer=layer, sizes=ms["sizes"], batch_size=ms["batch_size"],
+                  progress=False, keep=ms["keep"])
+    maps = cam(x, labels)
+    return maps, cam.kept.sum(dim=0).cpu()
 
 
 def _evaluate(ctx: Context, lm, x, labels, method: str, p_full, top1) -> list[list[dict[str, Any]]]:
     """Rows (one list per image, one row per baseline) of one method on one batch."""
-    from ..methods import saliency
     from ..metrics import insertion_deletion, map_density
 
     s = ctx.settings
     with ctx.timer() as t:
-        maps = saliency(method, lm.model, x, labels, **method_kwargs(method, lm, s))
+        maps, kept = _maps(method, lm, x, labels, s)
     seconds = t["seconds"] / x.shape[0]
     kw = dict(mean=lm.mean, std=lm.std, batch_size=s["eval_batch"])
     ins, _ = insertion_deletion(lm.model, x, maps, labels, "insertion", n_steps=s["insdel_steps"], **kw)
@@ -190,6 +213,7 @@ def _evaluate(ctx: Context, lm, x, labels, method: str, p_full, top1) -> list[li
                 "p_plus": _fmt(d["p_plus"][i]), "p_minus": _fmt(d["p_minus"][i]),
                 "map_mean": _fmt(d["mean_map"][i]), "p_full": _fmt(p_full[i]), "top1": int(top1[i]),
                 "insertion": _fmt(ins[i]), "deletion": _fmt(dele[i]), "map_seconds": f"{seconds:.4g}",
+                "sizes_kept": None if kept is None else int(kept[i]),
             })
     return out
 
@@ -202,9 +226,13 @@ run = EXPERIMENT.run
 
 def items(s: Mapping[str, Any]):
     """The images of the settings (:func:`cameras.data.image_items`)."""
-    from ..data import image_items
-
     return image_items(s["data"], s.get("data_root"), n=s["n_images"])
+
+
+def method_items(s: Mapping[str, Any], method: str):
+    """The images of ``method``: :func:`items`, or ``method_images[method]`` of them, evenly spaced."""
+    its, n = items(s), s["method_images"].get(method)
+    return its if n is None else [its[i] for i in spread_indices(len(its), n)]
 
 
 def load_results(profile: str | Mapping[str, Any] = "offline", results=None, **overrides: Any):
@@ -213,197 +241,160 @@ def load_results(profile: str | Mapping[str, Any] = "offline", results=None, **o
     return EXPERIMENT.load(s, results)
 
 
-# ========================================================================================
-# summaries
-# ========================================================================================
-def _q(p):
-    def f(x):
-        return float(np.quantile(x, p)) if len(x) else math.nan
-
-    f.__name__ = f"q{int(p * 100)}"
-    return f
-
-
-def summary(df, baseline: str = "black",
-            metrics: Sequence[str] = ("rho_plus", "rho_minus", "insertion", "deletion"),
-            correct_only: bool = False):
-    """Per (model, method): mean, median, 25th and 75th percentile of each metric, ``n``, the
-    share of images classified correctly and the number of all-zero maps, for one baseline."""
-    import pandas as pd
-
+def summary(df, baseline: str = "black", metrics: Sequence[str] = ("rho_plus", "rho_minus", "insertion", "deletion")):
+    """Per (model, method), one baseline: mean and median of each metric, ``n``, the share of
+    images classified correctly and the number of all-zero maps."""
     d = df[df["baseline"] == baseline]
-    if correct_only:
-        d = d[d["top1"] == d["target"]]
-    if d.empty:
-        return pd.DataFrame()
-    d = d.assign(_correct=(d["top1"] == d["target"]).astype(float), _empty=(d["map_mean"] <= 0).astype(int))
+    d = d.assign(top1_correct=(d["top1"] == d["target"]).astype(float), empty_maps=(d["map_mean"] <= 0).astype(int))
     g = d.groupby(["model", "method"], sort=False)
-    parts = []
-    for m in metrics:
-        a = g[m].agg(["mean", "median", _q(0.25), _q(0.75)])
-        a.columns = [f"{m}_{c}" for c in a.columns]
-        parts.append(a)
-    out = pd.concat(parts, axis=1)
-    out["n"] = g.size()
-    out["top1_correct"] = g["_correct"].mean()
-    out["empty_maps"] = g["_empty"].sum()
-    return out
+    out = g[list(metrics)].agg(["mean", "median"])
+    out.columns = [f"{m}_{c}" for m, c in out.columns]
+    return out.assign(n=g.size(), top1_correct=g["top1_correct"].mean(), empty_maps=g["empty_maps"].sum())
 
 
-def wide_table(df, baseline: str = "black", stat: str = "mean"):
-    """Table 2's layout: one row per method, columns (model, rho+ / rho-) of ``stat``."""
+def table2(df, baseline: str = "black", methods: Sequence[str] = PAPER_METHODS):
+    """Tidy Table 2, ours: per (model, method) the mean rho+ and rho- with 95 % bootstrap
+    intervals over the images that *every* one of ``methods`` has on that model (``n``), so
+    the methods are compared on the same images; a method without rows gets NaN."""
     import pandas as pd
 
-    from ..plots import method_label, model_label
+    from ..metrics import bootstrap_ci
 
-    s = summary(df, baseline, metrics=("rho_plus", "rho_minus"))
-    if s.empty:
-        return pd.DataFrame()
-    t = s[[f"rho_plus_{stat}", f"rho_minus_{stat}"]].rename(
-        columns={f"rho_plus_{stat}": "ρ+", f"rho_minus_{stat}": "ρ−"}).unstack("model")
-    t.columns = t.columns.swaplevel(0, 1)
-    models = list(dict.fromkeys(df["model"]))
-    t = t.reindex(columns=pd.MultiIndex.from_product([models, ["ρ+", "ρ−"]]))
-    t.columns = pd.MultiIndex.from_tuples([(model_label(m), r) for m, r in t.columns])
-    t = t.reindex(list(dict.fromkeys(df["method"])))
-    t.index = [method_label(m) for m in t.index]
-    return t
-
-
-def paper_table():
-    """The paper's Table 2 in :func:`wide_table`'s layout, or ``None`` without numbers."""
-    import pandas as pd
-
-    if not PAPER_TABLE2:
-        return None
-    df = pd.DataFrame(PAPER_TABLE2["rows"])
-    t = df.set_index(["method", "model"])[["rho_plus", "rho_minus"]].rename(
-        columns={"rho_plus": "ρ+", "rho_minus": "ρ−"}).unstack("model")
-    t.columns = t.columns.swaplevel(0, 1)
-    return t.sort_index(axis=1)
-
-
-def win_rates(df, reference: str = "cameras", baseline: str = "black"):
-    """Per model and other method: the share of images where ``reference`` has a higher rho+,
-    a lower rho-, a higher insertion and a lower deletion AUC (ties count half)."""
-    import pandas as pd
-
-    d = df[df["baseline"] == baseline]
-    out = []
+    d, out = df[(df["baseline"] == baseline) & df["method"].isin(methods)], []
     for model, g in d.groupby("model", sort=False):
-        piv = {m: g.pivot_table(index="image", columns="method", values=m)
-               for m in ("rho_plus", "rho_minus", "insertion", "deletion")}
-        if reference not in piv["rho_plus"].columns:
-            continue
-        for other in (c for c in piv["rho_plus"].columns if c != reference):
-            rec = {"model": model, "other": other}
-            for m, better in (("rho_plus", 1), ("rho_minus", -1), ("insertion", 1), ("deletion", -1)):
-                p = piv[m][[reference, other]].dropna()
-                diff = better * (p[reference] - p[other])
-                rec[m] = float(((diff > 0) + 0.5 * (diff == 0)).mean()) if len(p) else math.nan
-            rec["n"] = len(piv["rho_plus"][[reference, other]].dropna())
-            out.append(rec)
+        common = set.intersection(*[set(v["image"]) for _, v in g.groupby("method")])
+        for m in methods:
+            x = {c: g[(g["method"] == m) & g["image"].isin(common)][c].to_numpy(float) for c in ("rho_plus", "rho_minus")}
+            out.append({"model": model, "method": m, "n": len(x["rho_plus"]), **{k: v for c, a in x.items() for k, v in zip(
+                (c, f"{c}_lo", f"{c}_hi"), (a.mean() if len(a) else math.nan, *bootstrap_ci(a)), strict=True)}})
     return pd.DataFrame(out)
 
 
-# ========================================================================================
-# an example and figures
-# ========================================================================================
-def example(lm, item, s: Mapping[str, Any], methods: Sequence[str] | None = None) -> dict[str, Any]:
-    """Maps, masked inputs and map densities of one image, computed as :func:`run` does.
+def comparison_table(df, baseline: str = "black", metric: str = "rho_plus"):
+    """Table 2 side by side, one row per method: the paper's value (its rank among the three
+    methods, 1 = best) on each of its models, then ours: mean [95 % interval] (rank) per model."""
+    import pandas as pd
 
-    ``{"image": (H, W, 3) uint8, "label", "name", "maps": {method: (H, W)},
-    "masked": {(method, baseline): (keep, drop) (H, W, 3) in [0, 1]}, "rho": {(method,
-    baseline): (rho_plus, rho_minus)}}``.
-    """
+    from ..paper import table2 as paper_table2
+    from ..plots import model_label
+
+    higher = metric == "rho_plus"
+    out = pd.DataFrame({"method": list(PAPER_METHODS)})
+    for who, t in (("paper", paper_table2()), ("ours", table2(df, baseline))):
+        t = t.assign(rank=t.groupby("model")[metric].rank(ascending=not higher, method="min"))
+        for model, g in t.groupby("model", sort=False):
+            g, n = g.set_index("method").reindex(PAPER_METHODS), f", n = {int(g['n'].max())}" if who == "ours" else ""
+            out[f"{'paper (reported)' if who == 'paper' else 'ours'}: {model_label(model)}{n}"] = [
+                None if not np.isfinite(r[metric]) else f"{r[metric]:.2f}" + (
+                    f" [{r[metric + '_lo']:.2f}, {r[metric + '_hi']:.2f}]" if who == "ours" else "")
+                + (f" ({int(r['rank'])})" if g[metric].notna().all() else "") for _, r in g.iterrows()]
+    return out
+
+
+def common_images(df):
+    """The rows of the images that every method computed on a model has (per model), so that
+    means over methods are over the same images."""
+    n = df.groupby(["model", "image"])["method"].transform("nunique")
+    return df[n == df.groupby("model")["method"].transform("nunique")]
+
+
+def win_rates(df, reference: str = "cameras", baseline: str = "black"):
+    """Per model and other method, over the images both have: the share where ``reference`` has
+    a higher rho+, a lower rho-, a higher insertion and a lower deletion AUC (ties count half)."""
+    import pandas as pd
+
+    out, better = [], {"rho_plus": 1, "rho_minus": -1, "insertion": 1, "deletion": -1}
+    for model, g in df[df["baseline"] == baseline].groupby("model", sort=False):
+        piv = g.pivot_table(index="image", columns="method", values=list(better))
+        for other in (m for m in dict.fromkeys(g["method"]) if m != reference and reference in set(g["method"])):
+            p = piv.loc[:, (slice(None), [reference, other])].dropna()
+            diff = {m: b * (p[(m, reference)] - p[(m, other)]) for m, b in better.items()}
+            out.append({"model": model, "other": other, "n": len(p),
+                        **{m: float(((v > 0) + 0.5 * (v == 0)).mean()) for m, v in diff.items()}})
+    return pd.DataFrame(out)
+
+
+def kept_sizes(df):
+    """Per model: the number of images by how many of CAMERAS' sizes Algorithm 1 kept."""
+    d = df[(df["method"] == "cameras") & (df["baseline"] == "black")].astype({"sizes_kept": float})
+    return d.groupby(["model", "sizes_kept"], sort=False).size().rename("images").reset_index().sort_values(
+        ["model", "sizes_kept"], kind="stable").astype({"sizes_kept": int})
+
+
+def verdict_numbers(results=None, profile: str = "offline") -> dict[str, Any]:
+    """Table 2's numbers of the stored ``profile`` results (no computation): ``{"models": the
+    models with all three methods, "n_images": their common images, "black"/"mean": {model:
+    {method: {"rho_plus", "rho_plus_lo", "rho_plus_hi", "rho_minus", ...}}}, "not_computed":
+    {model: [methods]}, "sizes_kept": {model: mean of CAMERAS' kept sizes}}``."""
+    s = settings(profile)
+    df = load_results(s, results)
+    t = {b: table2(df, b) for b in ("black", "mean")}
+    full = [m for m, g in t["black"].groupby("model", sort=False) if (g["n"] > 0).all()]
+    kept = df[(df["method"] == "cameras") & (df["baseline"] == "black")].groupby("model")["sizes_kept"].mean()
+    num = {b: {m: {r["method"]: {k: float(r[k]) for k in r.index if k.startswith("rho")} for _, r in g.iterrows()}
+               for m, g in v.groupby("model", sort=False)} for b, v in t.items()}
+    return {"models": full, "profile": profile, "data": s["data"], "n_sizes": len(s["cameras_sizes"]),
+            "n_images": int(t["black"][t["black"]["model"].isin(full)]["n"].min()) if full else 0,
+            "not_computed": {m: list(v) for m, v in s["skip"].items()}, "sizes_kept": kept.astype(float).to_dict(),
+            **{b: {m: v[m] for m in full} for b, v in num.items()}}
+
+
+def example(lm, item, s: Mapping[str, Any], methods: Sequence[str] | None = None) -> dict[str, Any]:
+    """Maps, masked inputs and map densities of one image, computed as :func:`run` does:
+    ``{"image", "maps": {method: (H, W)}, "masked": {(method, baseline): (keep, drop) (H, W, 3)},
+    "rho": {(method, baseline): (rho_plus, rho_minus)}, "kept": sizes CAMERAS kept}``."""
     from ..images import load_image
-    from ..methods import saliency
     from ..metrics import map_density, masked_images
 
     x = lm.preprocess(load_image(item.source))[None].to(lm.device)
-    out: dict[str, Any] = {"image": lm.to_image(x[0]), "label": item.label, "name": item.name,
-                           "maps": {}, "masked": {}, "rho": {}}
+    y = torch.tensor([item.label], device=lm.device)
+    out: dict[str, Any] = {"image": lm.to_image(x[0]), "maps": {}, "masked": {}, "rho": {}, "kept": None}
     for method in methods or s["methods"]:
-        maps = saliency(method, lm.model, x, [item.label], **method_kwargs(method, lm, s))
+        maps, kept = _maps(method, lm, x, y, s)
+        out["kept"] = int(kept[0]) if kept is not None else out["kept"]
         out["maps"][method] = maps[0].float().cpu().numpy()
         for b in s["baselines"]:
             keep, drop = masked_images(x, maps, mean=lm.mean, std=lm.std, baseline=b)
-            rp, rm = map_density(lm.model, x, maps, [item.label], mean=lm.mean, std=lm.std, baseline=b)
-            out["masked"][(method, b)] = tuple(t[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
-                                               for t in (keep, drop))
+            rp, rm = map_density(lm.model, x, maps, y, mean=lm.mean, std=lm.std, baseline=b)
+            out["masked"][(method, b)] = [t[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() for t in (keep, drop)]
             out["rho"][(method, b)] = (float(rp[0]), float(rm[0]))
     return out
 
 
 def plot_example(ex: Mapping[str, Any]):
-    """One row per method: the map, then the kept / dropped input of each baseline with ρ±."""
+    """One row per method: the kept and the removed input of each baseline, with ρ±."""
     from ..plots import Panel, map_grid, method_label
 
-    baselines = list(dict.fromkeys(b for _, b in ex["masked"]))
-    rows = []
-    for m, mp in ex["maps"].items():
-        row = [Panel(map=mp, image=ex["image"], title="map", note=f"mean(Ψ) = {mp.mean():.2f}")]
-        for b in baselines:
-            keep, drop = ex["masked"][(m, b)]
-            rp, rm = ex["rho"][(m, b)]
-            row += [Panel(image=keep, title=f"I·Ψ, {b}", note=f"ρ+ = {rp:.2f}"),
-                    Panel(image=drop, title=f"I·(1−Ψ), {b}", note=f"ρ− = {rm:.2f}")]
-        rows.append(row)
-    return map_grid(rows, row_titles=[method_label(m) for m in ex["maps"]], max_cols=5,
-                    colorbar=False, panel_px=128)
+    names, bs = {"black": "black", "mean": "mean colour"}, list(dict.fromkeys(b for _, b in ex["masked"]))
+    rows = [[Panel(image=ex["masked"][(m, b)][k], title=f"{('I·Ψ', 'I·(1−Ψ)')[k]}, {names[b]}",
+                   note=f"{('ρ+', 'ρ−')[k]} = {ex['rho'][(m, b)][k]:.2f}") for b in bs for k in (0, 1)]
+            for m in ex["maps"]]
+    return map_grid(rows, row_titles=[method_label(m) for m in ex["maps"]], colorbar=False)
 
 
-def plot_distributions(df, metrics: Sequence[str] = ("rho_plus", "rho_minus"), log: bool = True):
-    """Box plots over images: one panel per (metric, model), one pair of boxes (black, mean
-    baseline) per method; whiskers at the 5th/95th percentiles, y on a log scale."""
-    from matplotlib.patches import Patch
+def plot_distributions(df, metric: str = "rho_plus", log: bool = True):
+    """Box plots of ``metric`` over images: one panel per model, one box per method and
+    baseline (boxes: quartiles, whiskers: 5th/95th percentiles)."""
+    from ..plots import box_chart
 
-    from ..plots import chart, heading, legend_below, method_label, model_label
-
-    models, methods = list(dict.fromkeys(df["model"])), list(dict.fromkeys(df["method"]))
-    baselines = list(dict.fromkeys(df["baseline"]))
-    colors = {"black": "0.35", "mean": "tab:orange"}
-    fig, axes = chart(len(metrics) * len(models), ncols=len(models), height_px=250)
-    width = 0.8 / len(baselines)
-    for k, (metric, model) in enumerate((m, mo) for m in metrics for mo in models):
-        ax = axes[k]
-        for j, b in enumerate(baselines):
-            sel = df[(df["model"] == model) & (df["baseline"] == b)]
-            data = [v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
-                    for v in (sel[sel["method"] == m][metric].to_numpy() for m in methods)]
-            pos = [p + (j - (len(baselines) - 1) / 2) * width for p in range(len(methods))]
-            bp = ax.boxplot(data, positions=pos, widths=width * 0.9, whis=(5, 95), showfliers=False,
-                            patch_artist=True, medianprops={"color": "k"})
-            for patch in bp["boxes"]:
-                patch.set(facecolor=colors.get(b, "tab:blue"), alpha=0.7)
-        ax.set_xticks(range(len(methods)))
-        ax.set_xticklabels([method_label(m, short=True) for m in methods], rotation=30, ha="right")
-        if log:
-            ax.set_yscale("log")
-        ax.set_title(f"{model_label(model)}: {heading(metric)}")
-    legend_below(fig, [Patch(color=colors.get(b, "tab:blue"), alpha=0.7) for b in baselines],
-                 [f"{b} baseline" for b in baselines])
-    return fig
+    d = df.assign(baseline=df["baseline"].map({"black": "black baseline", "mean": "mean-colour baseline"}))
+    return box_chart(d, x="method", y=metric, hue="baseline", panel="model", log=log)
 
 
 def plot_insertion_deletion(df, baseline: str = "black"):
     """Mean insertion AUC (up is better) against mean deletion AUC (left is better)."""
-    from ..plots import chart, legend_below, method_label, model_label
+    from ..plots import scatter_chart
 
-    s = summary(df, baseline, metrics=("insertion", "deletion"))
-    models, methods = list(dict.fromkeys(df["model"])), list(dict.fromkeys(df["method"]))
-    markers = "osD^v<>p*"
-    fig, (ax,) = chart(1, height_px=380, width_px=560)
-    for j, model in enumerate(models):
-        ax.plot([], [], color=f"C{j}", lw=5, label=model_label(model))
-        for k, m in enumerate(methods):
-            if (model, m) in s.index:
-                r = s.loc[(model, m)]
-                ax.scatter(r["deletion_mean"], r["insertion_mean"], marker=markers[k % len(markers)],
-                           color=f"C{j}", s=45)
-    for k, m in enumerate(methods):
-        ax.scatter([], [], color="0.4", marker=markers[k % len(markers)], label=method_label(m, short=True))
-    ax.set_xlabel(f"deletion AUC ({baseline}), mean over images (lower is better)")
-    ax.set_ylabel("insertion AUC (blur), mean (higher is better)")
-    legend_below(fig, axes=[ax], ncol=4)
+    s = summary(df, baseline, metrics=("insertion", "deletion")).reset_index()
+    return scatter_chart(s, x="deletion_mean", y="insertion_mean", hue="model", marker="method",
+                         xlabel=f"deletion AUC ({baseline}), mean over images (lower is better)",
+                         ylabel="insertion AUC (blur), mean (higher is better)", height_px=380)
+
+
+def plot_kept(df):
+    """How many sizes CAMERAS kept per image (Algorithm 1's rule), per model."""
+    from ..plots import bar_chart
+
+    fig = bar_chart(kept_sizes(df), x="sizes_kept", y="images", panel="model", ylabel="images")
+    fig.axes[0].set_xlabel("sizes kept")
     return fig

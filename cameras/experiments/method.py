@@ -1,16 +1,16 @@
 r"""Chapter 1 (method): Algorithm 1 step by step, and what the largest size and the steps change.
 
-Jalwana et al., *CAMERAS*, CVPR 2021, Sec. 3.4 and Algorithm 1. :func:`manual_fusion` forms
-:math:`\bar A`, :math:`\bar G` and the map literally from a :meth:`cameras.Cameras.capture`. The
-study (:data:`EXPERIMENT`) measures the paper's words (saturation near 1000 px, insensitive to 5-10
-steps): per image one capture at all sizes with Algorithm 1's keep rule, every configuration fused
-from it with that rule and (``*_all``) every size kept, scored against a reference and the previous
-configuration; per size, whether the top-1 is the smallest size's. Rows: ``study_<model>.csv``.
+Jalwana et al., *CAMERAS*, CVPR 2021, Sec. 3.4 and Algorithm 1. :func:`manual_fusion`
+(:mod:`cameras.reference`) forms :math:`\bar A`, :math:`\bar G` and the map literally from a
+:meth:`cameras.Cameras.capture`. The study (:data:`EXPERIMENT`) measures the paper's words
+(saturation near 1000 px, insensitive to 5-10 steps): per image one capture at all sizes with
+Algorithm 1's keep rule, every configuration fused from it with that rule and (``*_all``) every
+size kept, scored against a reference and the previous configuration; per size, whether the
+top-1 is the smallest size's. Rows: ``study_<model>.csv``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,12 +20,14 @@ from torch import Tensor
 
 from ..core import Cameras, Capture, normalize_maps
 from ..data import SKIMAGE_PHOTOS, image_items
-from ..engine import Check, Context, Experiment, Unit
+from ..engine import Check, Context, Experiment, Unit, linspace_sizes
 from ..methods import default_layers, method_settings
-from ..methods.cam import hirescam_map, upsample
+from ..methods.cam import capture_map as layer_map
+from ..methods.cam import top_channels
 from ..metrics.similarity import entropy, high_frequency_share, spearman, ssim, top_mass
 from ..models import get_spec
-from ..plots import Panel, line_chart, map_grid
+from ..plots import Panel, line_chart, map_grid, mean_sem
+from ..reference import manual_fusion
 
 __all__ = ["EXPERIMENT", "PROFILES", "KEY", "COLUMNS", "STUDY_METRICS", "HEADINGS", "RULES", "KEEP", "settings",
            "run", "chapter_images", "study_items", "layer_map", "top_channels", "manual_fusion", "linspace_sizes",
@@ -108,9 +110,7 @@ class Method(Experiment):
 
 
 EXPERIMENT = Method()
-PROFILES = EXPERIMENT.PROFILES
-settings = EXPERIMENT.settings
-run = EXPERIMENT.run
+PROFILES, settings, run = EXPERIMENT.PROFILES, EXPERIMENT.settings, EXPERIMENT.run
 
 
 def chapter_images(s: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,64 +128,7 @@ def study_items(s: Mapping[str, Any]) -> list[Any]:
     return image_items(s["data"], s.get("data_root"), stride=s["image_stride"])[:s["n_images"]]
 
 
-# -- Algorithm 1 by hand, and the maps of one capture ------------------------------------
-def layer_map(cap: Capture, method: str, size: int | None = None) -> Tensor:
-    r"""Grad-CAM (:math:`\alpha_k` = spatial mean of :math:`G_k`, Selvaraju et al. 2017) or
-    HiResCAM (:math:`A \odot G`) from a capture at ``size`` (default: the reference), upsampled
-    to the input grid and min-max normalised; ``(B, H, W)``."""
-    i = cap.index(cap.sizes[0] if size is None else size)
-    G = cap.gradients[i][:, 0]
-    if method == "gradcam":
-        G = G.mean(dim=(2, 3), keepdim=True)
-    elif method != "hirescam":
-        raise ValueError(f"method must be 'gradcam' or 'hirescam', got {method!r}")
-    return normalize_maps(upsample(hirescam_map(cap.activations[i], G), cap.out_shape))
-
-
-def top_channels(cap: Capture, b: int = 0, k: int = 3, size: int | None = None) -> list[int]:
-    r"""The ``k`` channels with the largest contribution :math:`\sum_{ij} A_k G_k` at ``size``."""
-    i = cap.index(cap.sizes[0] if size is None else size)
-    contrib = (cap.activations[i][b] * cap.gradients[i][b, 0]).sum(dim=(1, 2))
-    return [int(c) for c in contrib.topk(k).indices]
-
-
-def manual_fusion(cap: Capture, b: int = 0, channels: Sequence[int] = (),
-                  sizes: Sequence[int] | None = None, chunk: int = 128) -> dict[str, Any]:
-    r"""Lines 6-9 of Algorithm 1, literally, for image ``b``: :math:`\bar A`, :math:`\bar G`
-    formed on the input grid ``chunk`` channels at a time (weights 1/n over the kept sizes),
-    then :math:`\mathrm{ReLU}(\sum_k \bar A_k \bar G_k)`, min-max normalised.
-
-    ``{"map", "raw" (before ReLU), "abar_norm" (channel norm of Ā), "abar"/"gbar" (the
-    ``channels`` of Ā, Ḡ), "gbar_rel_std" (largest spatial std of a channel of Ḡ over its mean
-    magnitude: 0 for constant gradients), "weights" ({size: w_s})}``.
-    """
-    sizes = list(cap.sizes if sizes is None else sizes)
-    idx, w, A0 = [cap.index(s) for s in sizes], cap.weights(sizes)[:, b], cap.activations[0]
-    raw = torch.zeros(cap.out_shape, dtype=A0.dtype, device=A0.device)
-    energy = torch.zeros_like(raw)
-    out: dict[str, Any] = {"abar": {}, "gbar": {}, "gbar_rel_std": 0.0}
-    for c0 in range(0, A0.shape[1], chunk):
-        c1 = min(A0.shape[1], c0 + chunk)
-        abar = sum(w[j] * upsample(cap.activations[i][b, c0:c1], cap.out_shape) for j, i in enumerate(idx))
-        gbar = sum(w[j] * upsample(cap.gradients[i][b, 0, c0:c1], cap.out_shape) for j, i in enumerate(idx))
-        raw += (abar * gbar).sum(dim=0)
-        energy += (abar * abar).sum(dim=0)
-        scale = gbar.abs().mean(dim=(1, 2)).clamp_min(torch.finfo(A0.dtype).tiny)
-        out["gbar_rel_std"] = max(out["gbar_rel_std"], float((gbar.std(dim=(1, 2)) / scale).max()))
-        for c in (c for c in channels if c0 <= c < c1):
-            out["abar"][int(c)], out["gbar"][int(c)] = abar[c - c0].clone(), gbar[c - c0].clone()
-    return {**out, "map": normalize_maps(raw.clamp_min(0)[None])[0], "raw": raw,
-            "abar_norm": energy.sqrt(), "weights": dict(zip(sizes, w.tolist(), strict=True))}
-
-
 # -- the study ---------------------------------------------------------------------------
-def linspace_sizes(n: int, lo: int, hi: int) -> list[int]:
-    """``n`` sizes evenly spaced from ``lo`` to ``hi`` (rounded half up): the "number of steps"."""
-    if n < 2:
-        raise ValueError(f"need at least 2 steps, got {n}")
-    return [int(math.floor(lo + i * (hi - lo) / (n - 1) + 0.5)) for i in range(n)]
-
-
 def study_configs(s: Mapping[str, Any], min_size: int) -> list[tuple[str, Any, list[int]]]:
     """``[(study, param, sizes), ...]``: ``max_size`` M (``min, min + step, ..., M``),
     ``steps`` n (:func:`linspace_sizes` up to ``steps_max``), both again as ``*_all`` (every
@@ -308,13 +251,6 @@ def _prep(df, study):
     return sub
 
 
-def _long(sub, cols: Mapping[str, str], **extra):
-    """Tidy means and s.e.m. over images per ``param`` of the columns ``cols`` ({column: label})."""
-    g = sub.groupby("param")
-    return pd.concat([pd.DataFrame({"param": g[c].mean().index, "metric": label, "value": g[c].mean().values,
-                                    "sem": g[c].sem().fillna(0.0).values, **extra}) for c, label in cols.items()])
-
-
 # -- figures -----------------------------------------------------------------------------
 def _unit(t: Tensor) -> Tensor:  # a map normalised to [0, 1] on the CPU
     return normalize_maps(t.detach().float().cpu()[None])[0]
@@ -363,7 +299,8 @@ def plot_fusion(lm, image: Tensor, manual: Mapping[str, Any], cam_map: Tensor, c
 def plot_study(df, study: str = "max_size"):
     """One panel per metric of ``study`` (``max_size`` or ``steps``) against its parameter:
     Algorithm 1's keep rule and every size kept; means over images, band: ± s.e.m."""
-    d = pd.concat([_long(_prep(df, study + k), {c: HEADINGS[c] for c in STUDY_METRICS}, rule=rule)
+    cols = {c: HEADINGS[c] for c in STUDY_METRICS}
+    d = pd.concat([mean_sem(_prep(df, study + k), "param", cols, rule=rule)
                    for k, rule in RULES.items() if (df["study"] == study + k).any()])
     xlabel = {"max_size": "largest size (px)", "steps": "number of sizes (steps)"}[study]
     return line_chart(d, x="param", y="value", hue="rule", panel="metric", yerr="sem", xlabel=xlabel,
@@ -373,7 +310,7 @@ def plot_study(df, study: str = "max_size"):
 def plot_top1(df):
     """Per input size: share of images whose top-1 is the one at the smallest size (the sizes
     Algorithm 1 keeps) and the mean probability of the explained class (band: ± s.e.m.)."""
-    d = _long(_prep(df, "size_top1"), {"agree": "top-1 as at the smallest size (size kept)",
-                                        "prob": "probability of the explained class"})
+    d = mean_sem(_prep(df, "size_top1"), "param", {"agree": "top-1 as at the smallest size (size kept)",
+                                                   "prob": "probability of the explained class"})
     return line_chart(d, x="param", y="value", hue="metric", yerr="sem", xlabel="input size (px)",
                       ylabel="share of images / probability", height_px=260)

@@ -3,31 +3,37 @@ r"""Qualitative comparison of saliency methods: the analogue of Fig. 2 of the CA
 Fig. 2 of Jalwana et al. (CVPR 2021) shows the maps of the methods of its comparison on
 ImageNet images of nine classes (:data:`PAPER_CLASSES`). :func:`run` computes, for the
 ImageNet-sample image of each class at the model's native crop and its true class, the map of
-every method of ``methods`` (CAMERAS at the paper's zoom factors ``s / 224`` of the native
-side, :func:`cameras.engine.zoomed_sizes`); a method that cannot run records why (``status``).
-Files: a CSV per model (a row per (method, image), with the method's full settings) and the
-8-bit maps in ``maps/<model>/<method>.npz`` (:class:`cameras.engine.MapStore`). A file's
-identity is ``cameras_zoom`` and the model's ``layers``; the method settings recorded per row
-are checked when the rows are read (:meth:`Qualitative.load`).
+every method of ``methods`` at its default layer (CAMERAS at the paper's zoom factors
+``s / 224`` of the native side, :func:`cameras.engine.zoomed_sizes`, with Algorithm 1's keep
+rule; the sizes it keeps are in ``sizes_kept``); a method that cannot run records why
+(``status``). Files: a CSV per model (a row per (method, image)) whose identity holds every
+method's full settings and layer, and the 8-bit maps in ``maps/<model>/<method>.npz``.
 """
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
 
-from ..data import find_class
+from ..data import find_class, image_items, imagenet_classes
 from ..engine import Check, Context, Experiment, MapStore, Unit
+from ..images import load_image
+from ..methods import PAPER_METHODS, default_layers, info, method_settings, saliency, settings_json
+from ..models import get_spec
+from ..plots import method_label, model_label, overlay_grid
+from ..runs import read_results
+from . import pointing as _pt
 from ._common import methods_for
-from .pointing import ZOOM, method_kwargs, settings_note, zoom_factor
 
 __all__ = ["EXPERIMENT", "PROFILES", "PAPER_CLASSES", "settings", "run", "items", "methods_for", "load_maps",
-           "display_image", "plot_maps", "status_table", "timing_table", "area_table"]
+           "display_image", "plot_maps", "status_table", "timing_table", "area_table", "kept_table",
+           "verdict_numbers"]
 
 #: The classes of the paper's Fig. 2, as ImageNet class names (:func:`cameras.data.find_class`).
 PAPER_CLASSES: list[str] = ["loudspeaker", "mountain tent", "bulbul", "accordion", "shopping basket",
@@ -38,7 +44,7 @@ _NONSTRICT = {"excitation_backprop": {"strict": False}, "contrastive_excitation_
 class Qualitative(Experiment):
     name = "qualitative"
     columns = Experiment.key + ("class_name", "status", "seconds", "height", "width", "map_mean", "map_max",
-                                "top1", "top1_name", "p_target", "layer", "settings")
+                                "top1", "top1_name", "p_target", "layer", "settings", "sizes_kept")
     base = {
         "models": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
         "classes": list(PAPER_CLASSES),
@@ -46,7 +52,8 @@ class Qualitative(Experiment):
         "methods": ["gradient", "deconvnet", "guided_backprop", "excitation_backprop",
                     "contrastive_excitation_backprop", "rise", "gradcam", "extremal_perturbation",
                     "normgrad", "center", "hirescam", "layercam", "gradcam++", "cameras"],
-        "cameras_zoom": list(ZOOM), "method_settings": {}, "layers": {}, "skip": {},
+        "cameras_zoom": list(_pt.ZOOM), "method_settings": {"cameras": {"keep": "prediction"}}, "layers": {},
+        "skip": {},
     }
     profiles = {
         "ci": {"models": ["efficientnet_lite0"], "classes": ["bulbul", "volleyball"], "cameras_zoom": [1.0, 1.5],
@@ -62,7 +69,7 @@ class Qualitative(Experiment):
     }
     schema = {
         "models": Check.listof(Check.model), "classes": Check.listof(lambda v, k: (find_class(v), v)[1]),
-        "methods": Check.listof(Check.method), "cameras_zoom": Check.listof(zoom_factor),
+        "methods": Check.listof(Check.method), "cameras_zoom": Check.listof(_pt.zoom_factor),
         "method_settings": Check.method_settings, "skip": Check.skip,
         "layers": lambda v, k: {Check.model(m, k): {Check.method(x, k): layer for x, layer in Check.mapping(d, k).items()}
                                 for m, d in Check.mapping(v, k).items()},  # {model: {method: layer}}
@@ -73,7 +80,10 @@ class Qualitative(Experiment):
             raise ValueError("set CAMERAS' sizes through cameras_zoom (factors of the native side)")
 
     def identity_of(self, s: Mapping[str, Any], file: str) -> dict[str, Any]:
-        return {"cameras_zoom": s["cameras_zoom"], "layers": s["layers"].get(file.removesuffix(".csv"), {})}
+        """Every method's full settings and layer on the model's native crop."""
+        model = file.removesuffix(".csv")
+        side = get_spec(model).input_size
+        return {"methods": {m: _pt.method_identity(s, m, model, side) for m in methods_for(s, model)}}
 
     def units(self, s: Mapping[str, Any]) -> list[Unit]:
         """One unit per model: a row per (method, image) it computes."""
@@ -83,8 +93,6 @@ class Qualitative(Experiment):
 
     def pending(self, s: Mapping[str, Any], folder, units: Sequence[Unit]) -> list[Unit]:
         """Also the models with an ``ok`` row whose map is missing (its maps are recomputed)."""
-        from ..runs import read_results
-
         todo = {id(u) for u in super().pending(s, folder, units)}
         store = MapStore(folder / "maps")
         for u in units:
@@ -95,8 +103,6 @@ class Qualitative(Experiment):
         return [u for u in units if id(u) in todo or u.data["remap"]]
 
     def compute(self, ctx: Context, unit: Unit):
-        from ..methods import info
-
         lm, its, remap = ctx.model(unit.model), unit.data["items"], unit.data["remap"]
         x = torch.stack([lm.preprocess(it.source) for it in its]).to(lm.device)
         with torch.no_grad():
@@ -107,44 +113,20 @@ class Qualitative(Experiment):
             for g in ([work] if info(method).batched else [[j] for j in work]) if work else []:
                 yield from _rows(ctx, lm, method, x, probs, [its[j] for j in g], g)
 
-    def load(self, s: Mapping[str, Any], results=None):
-        """The rows, after checking each method's recorded settings against ``s``: an error if
-        none of a (model, method)'s rows was computed with them, a warning naming the rows that
-        were not (e.g. an interrupted run resumed with other settings)."""
-        from ..methods import method_settings
-        from ..models import get_spec
-        from ..runs import SettingsMismatch
-
-        df = self.rows(s, results)
-        for (model, method), g in df.groupby(["model", "method"], sort=False):
-            asked = _json(method_settings(method, **method_kwargs(s, method, get_spec(model).input_size)))
-            other = g[[_json(v) != asked for v in g["settings"]]]
-            if len(other) == len(g):
-                raise SettingsMismatch(f"{model} {method}: the stored rows were computed with {_json(g['settings'].iloc[0])}"
-                                       f", not {asked}; start a fresh folder (--results DIR) or move the files")
-            if len(other):
-                warnings.warn(f"{model} {method}: {len(other)} of {len(g)} rows were computed with other "
-                              f"settings ({', '.join(sorted({_json(v) for v in other['settings']}))}) "
-                              f"than {asked}: {', '.join(other['image'])}", RuntimeWarning, stacklevel=2)
-        return df
-
-
-def _json(v: Any) -> str:
-    return json.dumps(v, sort_keys=True, default=repr)
-
 
 def _rows(ctx: Context, lm, method: str, x, probs, its, g: list[int]):
     """Maps (stored) and rows of ``method`` for the images ``g`` of ``x`` (one call)."""
-    from ..methods import default_layers, method_settings, saliency, settings_json
-
     s = ctx.settings
-    kw = method_kwargs(s, method, lm.input_size)
-    layer = s["layers"].get(lm.name, {}).get(method)
-    used = layer if layer is not None else default_layers(lm.model).get(method)
-    status, maps = "ok", None
+    kw = _pt.method_kwargs(s, method, lm.input_size)
+    layer = s["layers"].get(lm.name, {}).get(method) or default_layers(lm.model).get(method)
+    status, maps, kept = "ok", None, None
     with ctx.timer() as t:
         try:
-            maps = saliency(method, lm.model, x[g], [it.label for it in its], layer=layer, **kw)
+            if method == "cameras":
+                maps, kept = _pt.cameras_capture(lm.model, x[g], [[it.label] for it in its], layer, **kw)
+                maps = maps[:, 0]
+            else:
+                maps = saliency(method, lm.model, x[g], [it.label for it in its], layer=layer, **kw)
         except ValueError as err:  # the method cannot run on this model / layer
             status = f"n/a: {err}"
     if maps is not None:
@@ -157,8 +139,8 @@ def _rows(ctx: Context, lm, method: str, x, probs, its, g: list[int]):
                "map_mean": None if maps is None else float(maps[k].mean()),
                "map_max": None if maps is None else float(maps[k].max()),
                "top1": top1, "top1_name": lm.classes[top1], "p_target": float(probs[j, it.label]),
-               "layer": used if isinstance(used, (str, type(None))) else settings_json({"layer": used}),
-               "settings": method_settings(method, **kw)}
+               "layer": layer if isinstance(layer, (str, type(None))) else settings_json({"layer": layer}),
+               "settings": method_settings(method, **kw), "sizes_kept": None if kept is None else int(kept[k])}
 
 
 EXPERIMENT = Qualitative()
@@ -173,8 +155,6 @@ def _resolved(profile: str | Mapping[str, Any]) -> dict[str, Any]:
 
 def items(s: Mapping[str, Any]):
     """The ImageNet-sample image of each class of the settings (:func:`cameras.data.image_items`)."""
-    from ..data import image_items
-
     return image_items("imagenet_sample", s.get("data_root"), classes=s["classes"])
 
 
@@ -187,64 +167,80 @@ def load_maps(profile, model: str, results=None) -> dict[str, dict[str, np.ndarr
 
 def display_image(model: str, path) -> np.ndarray:
     """The image as the model sees it (native resize + center crop), ``(H, W, 3)`` uint8."""
-    import torchvision.transforms.functional as TF
-    from torchvision.transforms import InterpolationMode
-
-    from ..images import load_image
-    from ..models import get_spec
-
     spec = get_spec(model)
     pil = TF.resize(load_image(path), spec.resize_size, interpolation=InterpolationMode.BILINEAR, antialias=True)
     return np.asarray(TF.center_crop(pil, [spec.input_size, spec.input_size]))
 
 
-def plot_maps(profile, model: str, results=None, methods: Sequence[str] | None = None):
-    """Fig. 2 analogue for one model: a row per image, the image then a panel per method
-    ("n/a": the method refused the model; "not run": the profile skips it)."""
-    from ..data import imagenet_classes
-    from ..plots import method_label, model_label, overlay_grid
-
+def plot_maps(profile, model: str, results=None, methods: Sequence[str] | None = None,
+              classes: Sequence[str] | None = None, rows=None):
+    """Fig. 2 analogue for one model: per image (``classes``, default all) the image, then a
+    panel per method (default: the paper's methods; "n/a": the method refused the model; "not
+    run": the profile skips it); with ``rows``, CAMERAS' panel notes the sizes it kept."""
     s = _resolved(profile)
-    its, maps, ran = items(s), load_maps(s, model, results), methods_for(s, model)
-    cols = {method_label(m, short=True): [maps[m].get(it.name) for it in its] for m in methods or s["methods"]}
+    its = [it for it in items(s) if classes is None or it.name.split("_", 1)[1].replace("_", " ") in classes
+           or imagenet_classes()[it.label] in classes]
+    methods = list(methods or [m for m in s["methods"] if m in PAPER_METHODS])
+    maps, ran = load_maps(s, model, results), methods_for(s, model)
+    kept = {} if rows is None else rows[(rows["model"] == model) & (rows["method"] == "cameras")].set_index("image")["sizes_kept"]
+    n_sizes = len(s["cameras_zoom"])
+    cols = {method_label(m, short=True): [maps.get(m, {}).get(it.name) for it in its] for m in methods}
     notes = {c: ["" if v is not None else "n/a" if m in ran else "not run" for v in cols[c]]
-             for c, m in zip(cols, methods or s["methods"], strict=True)}
+             for c, m in zip(cols, methods, strict=True)}
+    if "cameras" in methods and len(kept):
+        notes[method_label("cameras", short=True)] = [f"{int(kept[it.name])} of {n_sizes} sizes kept"
+                                                      if it.name in kept else "" for it in its]
     return overlay_grid([display_image(model, it.path) for it in its], cols, notes=notes,
-                        row_titles=[imagenet_classes()[it.label] for it in its],
-                        title=f"{model_label(model)}: maps for the true class (ours)")
+                        row_titles=[imagenet_classes()[it.label] for it in its])
+
+
+def _by_model(rows, fn, order: Sequence[str] | None = None):
+    """A row per method (registry name, for :func:`cameras.plots.table`), a column per model of
+    ``fn(group of one (method, model))``."""
+    t = rows.groupby(["method", "model"], sort=False).apply(fn, include_groups=False).unstack("model")
+    t = t.reindex(list(order or dict.fromkeys(rows["method"])))
+    return t.rename(columns=model_label).rename_axis(index="method", columns=None).reset_index()
 
 
 def status_table(rows):
-    """Methods x models: ``ok`` or why the method did not run (first reason)."""
-    from ..plots import method_label, model_label
-
-    t = rows.groupby(["method", "model"], sort=False)["status"].agg(
-        lambda v: "ok" if (v == "ok").all() else next(x for x in v if x != "ok"))
-    t = t.unstack("model").fillna("not run (profile's skip)")
-    return t.rename(index=method_label, columns=model_label).rename_axis(index=None, columns=None)
+    """Methods x models: ``ok``, why the method did not run (first reason), or "not run
+    (skipped in this profile)"."""
+    t = _by_model(rows, lambda g: "ok" if (g["status"] == "ok").all() else next(x for x in g["status"] if x != "ok"))
+    return t.fillna("not run (skipped in this profile)")
 
 
-def timing_table(rows, decimals: int = 3):
-    """Methods x models: mean seconds per map, with the cost-relevant settings."""
-    from ..plots import method_label, model_label
-
+def timing_table(rows):
+    """Methods x models: mean seconds per map (NaN: not run), and the cost-relevant settings."""
     ok = rows[rows["status"] == "ok"]
-    t = ok.pivot_table(index="method", columns="model", values="seconds", aggfunc="mean", sort=False).round(decimals)
+    t = _by_model(ok, lambda g: float(g["seconds"].mean()))
     notes = ok.groupby("method", sort=False)["settings"].first()
-    t["settings"] = [settings_note(m, st if isinstance(st, Mapping) else None) for m, st in notes.reindex(t.index).items()]
-    return t.rename(index=method_label, columns=model_label).rename_axis(index=None, columns=None)
-
-
-def area_table(profile, results=None, level: float = 0.5, decimals: int = 1):
-    """Methods x models: mean share (%) of the image where the stored map is ``>= level`` (how
-    concentrated the maps are; lower: more compact)."""
-    import pandas as pd
-
-    from ..plots import method_label, model_label
-
-    s = _resolved(profile)
-    t = pd.DataFrame({model_label(model): {method_label(m): 100 * float(np.mean([(v >= level).mean() for v in d.values()]))
-                                           for m, d in load_maps(s, model, results).items() if d}
-                      for model in s["models"]}).round(decimals)
-    t.index.name = f"area with map >= {level} (%)"
+    t["settings"] = [_pt.settings_note(m, notes.get(m) if isinstance(notes.get(m), Mapping) else None) for m in t["method"]]
     return t
+
+
+def kept_table(rows):
+    """CAMERAS per class and model: the sizes Algorithm 1 kept (of the number of sizes)."""
+    c = rows[rows["method"] == "cameras"]
+    n = c["settings"].map(lambda st: len(st["sizes"]) if isinstance(st, Mapping) else np.nan)
+    c = c.assign(kept=[f"{int(k)} of {int(m)}" if k == k else "not run" for k, m in zip(c["sizes_kept"], n, strict=True)])
+    t = c.pivot(index="class_name", columns="model", values="kept").reindex(list(dict.fromkeys(c["class_name"])))
+    return t.rename(columns=model_label).rename_axis(index="class", columns=None).reset_index().pipe(pd.DataFrame)
+
+
+def area_table(profile, results=None, level: float = 0.5):
+    """Methods x models: mean share (%) of the image where the stored map is ``>= level`` (how
+    concentrated the maps are; lower: more compact); NaN where not run."""
+    s = _resolved(profile)
+    area = {model_label(model): {m: 100 * float(np.mean([(v >= level).mean() for v in d.values()]))
+                                 for m, d in load_maps(s, model, results).items() if d}
+            for model in s["models"]}
+    return pd.DataFrame(area).reindex(s["methods"]).rename_axis("method").reset_index()
+
+
+def verdict_numbers(results=None) -> dict[str, Any]:
+    """The stored offline maps for the verdict page: models, images per model and, per model
+    and method, the mean % of pixels with map >= 0.5."""
+    s = settings("offline")
+    area = {m: {k: 100 * float(np.mean([(v >= 0.5).mean() for v in d.values()]))
+                for k, d in load_maps(s, m, results).items() if d} for m in s["models"]}
+    return {"models": list(s["models"]), "n_images": len(items(s)), "area": area}

@@ -1,16 +1,18 @@
 """Sanity checks of Fig. 1 (bottom) and Sec. 6.1 of the paper, and class sensitivity.
 
-The checks of :mod:`cameras.sanity`, one file each in ``<results>/sanity/``: ``cascade.csv``,
-cascading randomisation (Adebayo et al., NeurIPS 2018; Fig. 1, bottom), with the maps of the first
-images at every depth in ``cascade_maps_<model>.npz``; ``adversarial.csv``, the adversarial check
-of Sec. 6.1 (**our protocol**: the paper's is in a supplement we do not have); and
-``class_sensitivity.csv`` (Rebuffi et al., CVPR 2020). Methods use their registry default layer.
-Headless: ``python -m cameras.experiments sanity --profile offline --device cuda``.
+One file per check of :mod:`cameras.sanity` in ``<results>/sanity/``: ``cascade.csv`` (cascading
+randomisation, Adebayo et al. 2018; maps of the first images in ``cascade_maps_<model>.npz``),
+``adversarial.csv`` (Sec. 6.1, **our protocol**: the paper's is in a supplement we do not have),
+``class_sensitivity.csv`` (Rebuffi et al. 2020, the authors' definition). Methods at their registry
+default layer; CAMERAS with Algorithm 1's keep rule, its rows record the sizes kept
+(``sizes_kept``). A file's identity holds each method's full settings and layer. Headless:
+``python -m cameras.experiments sanity --profile offline --device cuda``.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping, Sequence
 from itertools import product
 from pathlib import Path
@@ -20,10 +22,15 @@ import numpy as np
 import torch
 
 from ..engine import Check, Context, Experiment, MapStore, Table, Unit
+from ..sanity import block_label
+from ..sanity import summarize_adversarial as adversarial_summary
+from ..sanity import summarize_cascade as cascade_summary
+from ..sanity import summarize_kept as kept_summary
 
-__all__ = ["EXPERIMENT", "PROFILES", "CHECKS", "CASCADE_METHODS", "SLOW_METHODS", "settings", "run",
-           "cascade_maps", "cascade_summary", "adversarial_summary", "class_summary",
-           "plot_cascade_maps", "plot_cascade_curves", "plot_adversarial", "plot_class_sensitivity"]
+__all__ = ["EXPERIMENT", "PROFILES", "CHECKS", "CASCADE_METHODS", "SLOW_METHODS", "CLASS_METRIC", "settings",
+           "run", "methods_identity", "block_label", "cascade_maps", "cascade_summary", "adversarial_summary",
+           "class_summary", "kept_summary", "verdict_numbers", "plot_cascade_maps", "plot_cascade_curves",
+           "plot_adversarial", "plot_class_sensitivity"]
 
 CHECKS = ("cascade", "adversarial", "class_sensitivity")
 #: the methods of the cascade (the paper's Fig. 1 compares CAMERAS with these)
@@ -31,7 +38,8 @@ CASCADE_METHODS = ["cameras", "gradcam", "gradient", "guided_backprop"]
 #: methods that need many forward passes per image: fewer images in class sensitivity
 SLOW_METHODS = ("rise", "extremal_perturbation")
 SELECTIONS = ("top", "random", "bottom")
-CLASS_METRICS = ("1-spearman", "1-ssim", "mad")
+#: the class-sensitivity number (Rebuffi et al.'s: Spearman of the most vs least probable class's maps)
+CLASS_METRIC = "class_spearman"
 _MMI = ("model", "method", "image")
 #: registry settings on EfficientNet-Lite: EBP refuses its linear bottlenecks unless strict=False
 _LITE_EBP = {"excitation_backprop": {"strict": False}, "contrastive_excitation_backprop": {"strict": False}}
@@ -39,6 +47,7 @@ _LITE_EBP = {"excitation_backprop": {"strict": False}, "contrastive_excitation_b
 _IDENTITY = {"cascade": ("data", "seed"), "class_sensitivity": ("data",),
              "adversarial": ("data", "seed", "batch_size", "ks", "adversarial_methods", "adv_eps",
                              "adv_alpha", "adv_steps", "n_random")}
+_MODELS = {"cascade": "cascade_models", "adversarial": "adversarial_models", "class_sensitivity": "class_models"}
 
 
 class Sanity(Experiment):
@@ -49,10 +58,8 @@ class Sanity(Experiment):
             "adversarial_models": ["efficientnet_lite0"], "adversarial_images": 40, "ks": [1, 5, 10, 20, 50],
             "adversarial_methods": [*CASCADE_METHODS, "center"], "adv_eps": 8 / 255, "adv_alpha": 2 / 255,
             "adv_steps": 10, "n_random": 5, "class_models": ["efficientnet_lite0"], "class_images": 20,
-            "class_slow_images": 4, "class_methods": "all", "method_settings": {}}
-    # offline: sized for the 2-core CPU that computed the stored results (CAMERAS at 8 sizes: ~10 s an
-    # image): Lite0, the cascade at 8 of its 21 depths for 12 images, the adversarial check on 40, class
-    # sensitivity on 20 (RISE / extremal perturbation on 4). On a GPU: --set cascade_depths=null etc.
+            "class_slow_images": 4, "class_methods": "all", "method_settings": {"cameras": {"keep": "prediction"}}}
+    # offline: sized for the shared 2-core CPU that computes it; on a GPU: --set cascade_depths=null etc.
     profiles = {
         "ci": {"data": "skimage", "photos": ["chelsea", "coffee"], "cascade_images": 2, "adversarial_images": 2,
                "ks": [5, 20, 50], "adv_steps": 5, "n_random": 2, "class_images": 2, "class_slow_images": 1,
@@ -77,28 +84,24 @@ class Sanity(Experiment):
         **{f"{c}_methods": Check.listof(Check.method) for c in ("cascade", "adversarial")},
         **{k: Check.positive for k in ("cascade_images", "maps_images", "adversarial_images", "adv_steps",
                                        "n_random", "class_images", "class_slow_images", "batch_size", "workers")}}
-    tables = {"cascade": Table((*_MMI, "depth", "metric"), (*_MMI, "depth", "block", "metric", "value")),
-              "adversarial": Table((*_MMI, "k", "selection"), (*_MMI, "k", "selection", "label", "clean_conf",
-                                                               "conf", "drop", "full_drop", "flipped")),
-              "class_sensitivity": Table((*_MMI, "metric"), (*_MMI, "top1", "least_likely", "metric", "value",
-                                                             "settings"))}
+    tables = {"cascade": Table((*_MMI, "depth", "metric"), (*_MMI, "depth", "block", "metric", "value", "sizes_kept")),
+              "adversarial": Table((*_MMI, "k", "selection"), (*_MMI, "k", "selection", "label", "clean_conf", "conf",
+                                                               "drop", "full_drop", "flipped", "sizes_kept")),
+              "class_sensitivity": Table(_MMI, (*_MMI, "most", "least", "p_most", "p_least", CLASS_METRIC,
+                                                "settings", "sizes_kept"))}
 
     def identity_of(self, s: Mapping[str, Any], file: str) -> dict[str, Any]:
-        """Per check: the settings of ``_IDENTITY`` and the method settings of its methods."""
+        """Per check: the settings of ``_IDENTITY`` and each method's full settings and layer."""
         check = file.removesuffix(".csv")
         methods = _class_methods(s) if check == "class_sensitivity" else s[f"{check}_methods"]
-        ms = s.get("method_settings") or {}
-        return {**{k: s[k] for k in _IDENTITY[check]}, "method_settings": {m: ms[m] for m in methods if m in ms}}
-
-    def identity_from_meta(self, meta: Mapping[str, Any], file: str) -> dict[str, Any]:
-        s = dict(meta["settings"])  # written before the engine: "images" named the data
-        return self.identity_of({"data": s.pop("images", None), **s}, file)
+        return {**{k: s[k] for k in _IDENTITY[check]},
+                "methods": methods_identity(s["method_settings"], methods, s[_MODELS[check]])}
 
     def units(self, s: Mapping[str, Any]) -> list[Unit]:
         """Per model: the cascade; batches of the adversarial check and, per method, of class sensitivity."""
         out, bs, checks = [], s["batch_size"], s["checks"]
         for model in s["cascade_models"] if "cascade" in checks else []:
-            its, n = _items(s, s["cascade_images"]), _n_blocks(model)  # depths: up to the number of blocks
+            its, n = _items(s, s["cascade_images"]), len(_blocks(model))  # depths: up to the number of blocks
             depths = list(range(n + 1)) if s["cascade_depths"] is None else [d for d in s["cascade_depths"] if d <= n]
             keys = product([model], s["cascade_methods"], [it.name for it in its], depths, s["metrics"])
             out.append(Unit("cascade.csv", list(keys), model, (its, depths), "cascade"))
@@ -109,9 +112,8 @@ class Sanity(Experiment):
             out.append(Unit("adversarial.csv", list(keys), model, (i, its[i : i + bs]), "adversarial"))
         for model, m in product(s["class_models"], _class_methods(s)) if "class_sensitivity" in checks else []:
             its = _items(s, s["class_slow_images"] if m in SLOW_METHODS else s["class_images"])
-            out += [Unit("class_sensitivity.csv", list(product([model], [m], [it.name for it in its[i : i + bs]],
-                                                               CLASS_METRICS)), model, (m, its[i : i + bs]),
-                         "class_sensitivity") for i in range(0, len(its), bs)]
+            out += [Unit("class_sensitivity.csv", list(product([model], [m], [it.name for it in its[i : i + bs]])),
+                         model, (m, its[i : i + bs]), "class_sensitivity") for i in range(0, len(its), bs)]
         return out
 
     def pending(self, s: Mapping[str, Any], folder: Path, units: Sequence[Unit]) -> list[Unit]:
@@ -128,6 +130,20 @@ class Sanity(Experiment):
         return {c: self.rows(s, results, units, table=c) for units in [self.units(s)] for c in s["checks"]}
 
 
+def methods_identity(method_settings: Mapping[str, Any], methods: Sequence[str], models: Sequence[str]) -> dict:
+    """``{method: its full settings and "layer"}`` (:func:`cameras.methods.method_settings` with
+    ``method_settings``; the registry's default layer, one name if ``models`` agree, else per model)."""
+    from ..methods import default_layers
+    from ..methods import method_settings as full
+
+    out = {}
+    for m in methods:
+        layers = {model: default_layers(model).get(m) for model in models}
+        same = len({json.dumps(v) for v in layers.values()}) == 1
+        out[m] = {**full(m, **method_settings.get(m, {})), "layer": layers[models[0]] if same else layers}
+    return out
+
+
 def _items(s: Mapping[str, Any], n: int):
     from ..data import image_items
 
@@ -135,11 +151,11 @@ def _items(s: Mapping[str, Any], n: int):
 
 
 @functools.cache
-def _n_blocks(model: str) -> int:
+def _blocks(model: str) -> tuple[str, ...]:
     from ..models import get_spec
     from ..sanity import cascade_blocks
 
-    return len(cascade_blocks(get_spec(model).build(False)[0]))
+    return tuple(cascade_blocks(get_spec(model).build(False)[0]))
 
 
 def _class_methods(s: Mapping[str, Any]) -> list[str]:
@@ -148,8 +164,13 @@ def _class_methods(s: Mapping[str, Any]) -> list[str]:
     return names() if s["class_methods"] == "all" else list(s["class_methods"])
 
 
-def _settings(s: Mapping[str, Any], methods: Sequence[str]) -> dict[str, dict]:
-    return {m: dict(s["method_settings"].get(m, {})) for m in methods}
+def _functions(s: Mapping[str, Any], methods: Sequence[str]) -> tuple[dict[str, Any], dict[str, dict]]:
+    """The methods for :mod:`cameras.sanity` (CAMERAS as :class:`~cameras.sanity.KeptSizes`, which
+    records the sizes each map kept) and the settings of the others."""
+    from ..sanity import KeptSizes
+
+    ms = {m: dict(s["method_settings"].get(m, {})) for m in methods}
+    return {m: KeptSizes(ms[m]) if m == "cameras" else m for m in methods}, ms
 
 
 def _same_maps(d: Mapping[str, np.ndarray], depths: Sequence[int], methods: Sequence[str]) -> bool:
@@ -175,10 +196,11 @@ def _cascade(ctx: Context, unit: Unit):
     todo = first + [it for it in its[len(first):] if any(missing(m, it) for m in methods)]
     x = torch.stack([lm.preprocess(it.source) for it in todo])
     maps: dict = {}
+    fns, ms = _functions(s, methods)
     df = lib.cascading_randomization(
-        methods, lm.model, x.to(lm.device), settings=_settings(s, methods), metrics=tuple(s["metrics"]),
-        seed=s["seed"], batch_size=s["batch_size"], image_ids=[it.name for it in todo], progress=ctx.progress,
-        depths=depths, maps_out=maps, maps_images=s["maps_images"], workers=s["workers"])
+        fns, lm.model, x.to(lm.device), settings=ms, metrics=tuple(s["metrics"]), seed=s["seed"],
+        batch_size=s["batch_size"], image_ids=[it.name for it in todo], progress=ctx.progress, depths=depths,
+        maps_out=maps, maps_images=s["maps_images"], workers=s["workers"])
     yield from ({"model": lm.name} | row for row in df.to_dict("records"))
     if need_maps:
         blocks = ["none", *lib.cascade_blocks(lm.model)]
@@ -194,11 +216,12 @@ def _adversarial(ctx: Context, unit: Unit):
     from .. import sanity as lib
 
     s, lm, (start, batch) = ctx.settings, ctx.model(unit.model), unit.data
-    x, methods = torch.stack([lm.denormalize(lm.preprocess(it.source)) for it in batch]), s["adversarial_methods"]
+    x = torch.stack([lm.denormalize(lm.preprocess(it.source)) for it in batch])
+    fns, ms = _functions(s, s["adversarial_methods"])
     df = lib.adversarial_sanity(
-        methods, lm.model, x.to(lm.device), normalize=lm.normalize, settings=_settings(s, methods),
-        ks=[float(k) for k in s["ks"]], eps=s["adv_eps"], alpha=s["adv_alpha"], steps=s["adv_steps"],
-        n_random=s["n_random"], seed=s["seed"] + start, image_ids=[it.name for it in batch], progress=False)
+        fns, lm.model, x.to(lm.device), normalize=lm.normalize, settings=ms, ks=[float(k) for k in s["ks"]],
+        eps=s["adv_eps"], alpha=s["adv_alpha"], steps=s["adv_steps"], n_random=s["n_random"],
+        seed=s["seed"] + start, image_ids=[it.name for it in batch], progress=False)
     yield from ({"model": lm.name} | row for row in df.to_dict("records"))
 
 
@@ -206,11 +229,11 @@ def _class_sensitivity(ctx: Context, unit: Unit):
     from .. import sanity as lib
     from ..methods import method_settings
 
-    s, lm = ctx.settings, ctx.model(unit.model)
-    (m, batch), kw = unit.data, _settings(s, unit.data[:1])
+    s, lm, (m, batch) = ctx.settings, ctx.model(unit.model), unit.data
+    fns, ms = _functions(s, [m])
     x = torch.stack([lm.preprocess(it.source) for it in batch]).to(lm.device)
-    df = lib.class_sensitivity({m: m}, lm.model, x, settings=kw, image_ids=[it.name for it in batch], progress=False)
-    recorded = method_settings(m, **kw[m])
+    df = lib.class_spearman(fns, lm.model, x, settings=ms, image_ids=[it.name for it in batch])
+    recorded = method_settings(m, **ms[m])
     yield from ({"model": lm.name} | row | {"settings": recorded} for row in df.to_dict("records"))
 
 
@@ -227,124 +250,101 @@ def cascade_maps(s: Mapping[str, Any], results=None, model: str | None = None) -
     if not d:
         raise FileNotFoundError(f"no cascade maps of {model} in the results: run the cascade first")
     out = {k: [t(v) for v in d[k]] for k, t in (("ids", str), ("methods", str), ("depths", int), ("blocks", str))}
-    return {**out, "model": model, "image": d["image"],
+    return {**out, "model": model, "image": d["image"], "all_blocks": list(_blocks(model)),
             "maps": {m: MapStore.dequantise(d[f"maps_{m}"]) for m in out["methods"]}}
 
 
 # -- summaries ----------------------------------------------------------------------------
-def cascade_summary(df):
-    """Mean, std and quartiles over images per model, method, depth and metric."""
-    g = df.groupby(["model", "method", "metric", "depth", "block"], sort=False)["value"]
-    out = g.agg(mean="mean", std="std", q25=lambda v: v.quantile(0.25), q75=lambda v: v.quantile(0.75),
-                n_images="count").reset_index()
-    return out.sort_values(["model", "method", "metric", "depth"]).reset_index(drop=True)
-
-
-def adversarial_summary(df):
-    """Mean drops per model, method and ``k``, and the share ordered top > random > bottom."""
-    import pandas as pd
-
-    from ..sanity import summarize_adversarial
-
-    parts = [summarize_adversarial(g.drop(columns="model")).assign(model=m) for m, g in df.groupby("model", sort=False)]
-    if not parts:
-        return pd.DataFrame()
-    out = pd.concat(parts, ignore_index=True)
-    order = {m: i for i, m in enumerate(dict.fromkeys(df["method"]))}  # the run's method order
-    out = out.sort_values(["model", "method", "k"], key=lambda c: c.map(order) if c.name == "method" else c,
-                          kind="stable")
-    return out[["model"] + [c for c in out.columns if c != "model"]].reset_index(drop=True)
-
-
-def _caveat(row) -> str:
-    m = row["method"]
-    return "; ".join(n for n, on in (
-        ("strict=False: EBP rules assume ReLU nets without linear bottlenecks", m in _LITE_EBP and "lite" in row["model"]),
-        ("ignores model and class (control: 0 by construction)", m == "center"),
-        ("fewer images (slow method)", m in SLOW_METHODS)) if on)
-
-
 def class_summary(df):
-    """Mean and std over images per model, method and metric (wide), with a caveat column."""
-    import pandas as pd
-
+    """Per model and method: the mean Spearman of the most vs least probable class's maps over the
+    images where it is defined (the authors' rule), a 95 % bootstrap interval, ``n``, ``dropped``."""
     from ..methods import names
+    from ..metrics.class_sensitivity import summarize_class_sensitivity
 
-    if df.empty:
-        return pd.DataFrame()
-    g = df.groupby(["model", "method", "metric"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
-    wide = g.set_index(["model", "method", "metric"])[["mean", "std"]].unstack("metric")  # keeps all-NaN std
-    wide.columns = [f"{metric} {stat}" for stat, metric in wide.columns]
-    wide = wide.join(g.groupby(["model", "method"])["count"].max().rename("n_images")).reset_index()
+    out = summarize_class_sensitivity(df, by=("model", "method"), column=CLASS_METRIC)
+    out["note"] = ["; ".join(n for n, on in (
+        ("strict=False: EBP rules assume ReLU nets without linear bottlenecks", me in _LITE_EBP and "lite" in mo),
+        ("ignores model and class (control: 1 by construction)", me == "center"),
+        ("fewer images (slow method)", me in SLOW_METHODS)) if on) for mo, me in zip(out["model"], out["method"], strict=True)]
     order = {m: i for i, m in enumerate(names())}
-    wide = wide.sort_values(["model", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
-    wide["note"] = wide.apply(_caveat, axis=1)
-    cols = ["model", "method", "n_images"] + [c for c in wide.columns if c.endswith((" mean", " std"))]
-    return wide[cols + ["note"]].reset_index(drop=True)
+    return out.sort_values(["model", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
+                           ignore_index=True)
+
+
+def verdict_numbers(results=None) -> dict[str, Any]:
+    """The chapter's numbers for :mod:`cameras.verdict`, from the stored offline results (nothing is
+    computed): the cascade's mean Spearman with the original map once the top block (``top``) and
+    every evaluated block (``all``) are random; the adversarial check at the middle ``k`` (top minus
+    random drop, share ordered top > random > bottom); class sensitivity (the authors' Spearman)."""
+    s = settings("offline")
+    res = {c: EXPERIMENT.rows(s, results, units, table=c) for units in [EXPERIMENT.units(s)] for c in CHECKS}
+    out: dict[str, Any] = {"cascade": {}, "adversarial": {}, "class_sensitivity": {}, "class_metric": CLASS_METRIC}
+    cs = cascade_summary(res["cascade"]) if len(res["cascade"]) else None
+    for (model, method), g in ([] if cs is None else cs[cs["metric"] == "spearman"].groupby(["model", "method"])):
+        g = g.set_index("depth")["mean"]
+        if 1 in g.index:
+            out["cascade"].setdefault(model, {})[method] = {"top": float(g[1]), "all": float(g[g.index.max()])}
+    adv = adversarial_summary(res["adversarial"])
+    ks = sorted(adv["k"].unique()) if len(adv) else []
+    for r in (adv[adv["k"] == ks[len(ks) // 2]].itertuples() if ks else []):
+        out["adversarial"].setdefault(r.model, {})[r.method] = {"gap": float(r.gap), "ordered": float(r.ordered),
+                                                                "n_images": int(r.n_images)}
+    for r in (class_summary(res["class_sensitivity"]).itertuples() if len(res["class_sensitivity"]) else []):
+        out["class_sensitivity"].setdefault(r.model, {})[r.method] = float(r.mean)
+    return out
 
 
 # -- figures ------------------------------------------------------------------------------
-def plot_cascade_maps(data: Mapping[str, Any], image: int = 0):
-    """Fig. 1 (bottom) analogue: per method, the maps as blocks are randomised from the logits down."""
+def plot_cascade_maps(data: Mapping[str, Any], image: int = 0, depths: Sequence[int] | None = None):
+    """Fig. 1 (bottom) analogue: per method, the maps as blocks are randomised from the logits down
+    (``depths``: default the original, the top block, the head and the deepest evaluated depth)."""
     from ..plots import Panel, map_grid, method_label, model_label
 
-    titles = ["original" if b == "none" else f"+ {b}" for b in data["blocks"]]
+    have = data["depths"]
+    depths = [d for d in (depths or dict.fromkeys([0, 1, 3, have[-1]])) if d in have]
+    cols = [have.index(d) for d in depths]
+    titles = ["original" if d == 0 else f"{d} block{'s' * (d > 1)} random" for d in depths]
+    notes = ["" if d == 0 else "down to " + block_label(data["blocks"][c], data["all_blocks"]).split(" (")[0]
+             for d, c in zip(depths, cols, strict=True)]
     rows = [[Panel(image=data["image"][image], title="image")]] + [
-        [Panel(map=data["maps"][m][c, image], title=t) for c, t in enumerate(titles)] for m in data["methods"]]
+        [Panel(map=data["maps"][m][c, image], title=titles[i], note=notes[i]) for i, c in enumerate(cols)]
+        for m in data["methods"]]
     return map_grid(rows, row_titles=[data["ids"][image]] + [method_label(m, short=True) for m in data["methods"]],
                     title=f"{model_label(data['model'])}: maps as blocks are randomised from the logits down")
 
 
 def plot_cascade_curves(df, model: str | None = None):
-    """Similarity to the original maps against depth: mean over images, band 25-75 %."""
-    from ..plots import chart, legend_below, method_label, model_label
+    """Similarity to the original maps against the number of randomised blocks: mean over
+    images, band 25-75 %, one panel per metric."""
+    from ..plots import line_chart
 
     summ = cascade_summary(df).pipe(lambda d: d[d["model"] == (model or d["model"].iloc[0])])
-    metrics = list(dict.fromkeys(summ["metric"]))
-    fig, axes = chart(len(metrics), height_px=300)
-    for ax, metric in zip(axes, metrics, strict=True):
-        part = summ[summ["metric"] == metric]
-        for m, g in part.groupby("method", sort=False):
-            line = ax.plot(g["depth"], g["mean"], "o-", ms=3, label=method_label(m, short=True))[0]
-            ax.fill_between(g["depth"], g["q25"], g["q75"], color=line.get_color(), alpha=0.15)
-        ticks = part.drop_duplicates("depth")
-        ax.set_xticks(ticks["depth"], ["orig." if b == "none" else b.replace("_blocks.", "b") for b in ticks["block"]],
-                      rotation=90)
-        ax.set(title=f"{model_label(summ['model'].iloc[0])}: {metric}")
-        ax.axhline(0, color="k", lw=0.5)
-    axes[0].set_ylabel("similarity to the original map")
-    legend_below(fig, axes=axes)
-    return fig
+    return line_chart(summ.assign(metric=summ["metric"].map({"spearman": "Spearman", "ssim": "SSIM", "hog": "HOG"})),
+                      x="depth", y="mean", hue="method", panel="metric", yerr=("q25", "q75"), ref=0.0,
+                      xlabel="blocks randomised (from the logits)", ylabel="similarity to the original map",
+                      height_px=260)
 
 
 def plot_adversarial(df, model: str | None = None):
     """Drop of the clean class's confidence against k, perturbing top / random / bottom pixels."""
-    from ..plots import chart, legend_below, method_label
+    import pandas as pd
+
+    from ..plots import line_chart
 
     summ = adversarial_summary(df).pipe(lambda d: d[d["model"] == (model or d["model"].iloc[0])])
-    methods = list(dict.fromkeys(summ["method"]))
-    fig, axes = chart(len(methods), ncols=min(len(methods), 3), height_px=230, sharey=True)
-    for ax, m in zip(axes, methods, strict=True):
-        g = summ[summ["method"] == m].sort_values("k")
-        for sel, style in zip(SELECTIONS, ("o-", "s--", "v:"), strict=True):
-            ax.plot(g["k"], g[sel], style, ms=4, label=f"{sel} pixels")
-        ax.set(xscale="log", title=method_label(m), xlabel="k: % of pixels perturbed")
-        ax.set_xticks(list(g["k"]), [f"{k:g}" for k in g["k"]], minor=False)
+    tidy = pd.concat([summ.assign(selection=f"{sel} pixels", drop=summ[sel]) for sel in SELECTIONS])
+    fig = line_chart(tidy, x="k", y="drop", hue="selection", panel="method", logx=True, height_px=220,
+                     xlabel="k: % of pixels perturbed", ylabel="mean confidence drop")
+    for ax in fig.axes[: tidy["method"].nunique()]:
+        ax.set_xticks(sorted(tidy["k"].unique()), [f"{k:g}" for k in sorted(tidy["k"].unique())])
         ax.minorticks_off()
-    axes[0].set_ylabel("mean confidence drop")
-    legend_below(fig, axes=axes)
     return fig
 
 
 def plot_class_sensitivity(summ):
-    """Mean 1 - Spearman (top-1 vs least-likely map) per method, with std (0: ignores the class)."""
-    from ..plots import bar_groups, chart, method_label, model_label
+    """Class sensitivity as its authors define it, per method: the mean Spearman correlation of the
+    maps of the most and the least probable class (lower: more class-sensitive), 95 % intervals."""
+    from ..plots import bar_chart
 
-    models = list(dict.fromkeys(summ["model"]))
-    fig, axes = chart(len(models), ncols=1, height_px=300)
-    for ax, model in zip(axes, models, strict=True):
-        g = summ[summ["model"] == model]
-        bar_groups(ax, [method_label(m, short=True) for m in g["method"]], {"1 − Spearman": g["1-spearman mean"]},
-                   errors={"1 − Spearman": g["1-spearman std"].fillna(0)})
-        ax.set(ylabel="1 − Spearman(top-1, least-likely)", title=f"{model_label(model)}: class sensitivity")
-    return fig
+    return bar_chart(summ, x="method", y="mean", panel="model", yerr=("ci_low", "ci_high"), ncols=1, ref=0.0,
+                     ylabel="Spearman ρ, most vs least\nprobable class (lower: more\nclass-sensitive)", height_px=300)

@@ -42,6 +42,7 @@ every linear layer, which linear bottlenecks break.
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -190,22 +191,23 @@ def _check_pointwise(s: dict) -> None:
         raise TypeError(f"strict must be True or False, got {s['strict']!r}")
 
 
-register(MethodSpec(
-    "deconvnet", _pointwise(DeConvNetContext, _DeconvReLU6, "deconvnet"),
-    defaults={"smooth": 0.02, "strict": True}, layer="optional", source=_TORCHRAY,
-    check=_check_pointwise,
-    reference="Zeiler & Fergus, Visualizing and understanding convolutional networks, ECCV 2014",
-    summary="max_c |deconvnet signal at x_c|, smoothed (TorchRay benchmark)",
-    label="DeConvNet", group="paper", layer_role=None, order=4,
-))
-register(MethodSpec(
-    "guided_backprop", _pointwise(GuidedBackpropContext, _GuidedReLU6, "guided_backprop"),
-    defaults={"smooth": 0.02, "strict": True}, layer="optional", source=_TORCHRAY,
-    check=_check_pointwise,
-    reference="Springenberg et al., Striving for simplicity, ICLRw 2015",
-    summary="max_c |guided backprop signal at x_c|, smoothed (TorchRay benchmark)",
-    label="Guided backprop", short="Guided BP", group="paper", layer_role=None, order=5,
-))
+def _register_pointwise(name: str, context, relu6_fn, reference: str, summary: str, **labels: Any):
+    register(MethodSpec(
+        name, _pointwise(context, relu6_fn, name), defaults={"smooth": 0.02, "strict": True},
+        layer="optional", source=_TORCHRAY, check=_check_pointwise, reference=reference,
+        summary=summary, group="paper", layer_role=None, **labels,
+    ))
+
+
+_register_pointwise(
+    "deconvnet", DeConvNetContext, _DeconvReLU6,
+    "Zeiler & Fergus, Visualizing and understanding convolutional networks, ECCV 2014",
+    "max_c |deconvnet signal at x_c|, smoothed (TorchRay benchmark)", label="DeConvNet", order=4)
+_register_pointwise(
+    "guided_backprop", GuidedBackpropContext, _GuidedReLU6,
+    "Springenberg et al., Striving for simplicity, ICLRw 2015",
+    "max_c |guided backprop signal at x_c|, smoothed (TorchRay benchmark)",
+    label="Guided backprop", short="Guided BP", order=5)
 
 
 # ----------------------------------------------------------------------------------------

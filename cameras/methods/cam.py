@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import DEFAULT_SIZES, KEEP_RULES, Cameras
+from ..core import DEFAULT_SIZES, KEEP_RULES, Cameras, Capture, normalize_maps
 from ..hooks import LayerCapture
 from ._registry import Call, MethodSpec, register
 
@@ -41,6 +41,8 @@ __all__ = [
     "hirescam_map",
     "layercam_map",
     "gradcampp_map",
+    "capture_map",
+    "top_channels",
 ]
 
 
@@ -113,24 +115,47 @@ register(MethodSpec(
     summary="ReLU(sum_k mean_s up(A_k,s) * mean_s up(G_k,s)) over input sizes (Algorithm 1)",
     label="CAMERAS", group="paper", layer_role="cam", order=0,
 ))
-register(MethodSpec(
-    "hirescam", _layer_method(hirescam_map),
-    reference="Draelos & Carin, Use HiResCAM instead of Grad-CAM, arXiv:2011.08891 (2020)",
-    summary="up(ReLU(sum_k A_k * G_k)): element-wise grad x activation at the layer",
-    label="HiResCAM", group="extra", layer_role="cam", order=11,
-))
-register(MethodSpec(
-    "layercam", _layer_method(layercam_map),
-    reference="Jiang et al., LayerCAM, IEEE TIP 2021",
-    summary="up(ReLU(sum_k ReLU(G_k) * A_k))",
-    label="LayerCAM", group="extra", layer_role="cam", order=12,
-))
-register(MethodSpec(
-    "gradcam++", _layer_method(gradcampp_map),
-    reference="Chattopadhay et al., Grad-CAM++, WACV 2018 (pytorch-grad-cam's closed form)",
-    summary="up(ReLU(sum_k w_k A_k)) with Grad-CAM++ weights",
-    label="Grad-CAM++", group="extra", layer_role="cam", order=13,
-))
+
+
+def _register_layer_method(name: str, combine, label: str, order: int, ref: str, summary: str):
+    register(MethodSpec(name, _layer_method(combine), reference=ref, summary=summary, label=label,
+                        group="extra", layer_role="cam", order=order))
+
+
+_register_layer_method(
+    "hirescam", hirescam_map, "HiResCAM", 11,
+    "Draelos & Carin, Use HiResCAM instead of Grad-CAM, arXiv:2011.08891 (2020)",
+    "up(ReLU(sum_k A_k * G_k)): element-wise grad x activation at the layer")
+_register_layer_method("layercam", layercam_map, "LayerCAM", 12,
+                       "Jiang et al., LayerCAM, IEEE TIP 2021", "up(ReLU(sum_k ReLU(G_k) * A_k))")
+_register_layer_method(
+    "gradcam++", gradcampp_map, "Grad-CAM++", 13,
+    "Chattopadhay et al., Grad-CAM++, WACV 2018 (pytorch-grad-cam's closed form)",
+    "up(ReLU(sum_k w_k A_k)) with Grad-CAM++ weights")
+
+
+# -- maps from a capture of :class:`cameras.Cameras` ----------------------------------------
+def capture_map(cap: Capture, method: str = "gradcam", size: int | None = None,
+                target: int = 0) -> Tensor:
+    r"""Grad-CAM (:math:`\alpha_k` = spatial mean of :math:`G_k`, Selvaraju et al. 2017) or
+    HiResCAM (:math:`A \odot G`) of the ``target``-th explained class of a
+    :meth:`cameras.Cameras.capture` at ``size`` (default: the reference), upsampled to the
+    input grid and min-max normalised; ``(B, H, W)``."""
+    i = cap.index(cap.sizes[0] if size is None else size)
+    G = cap.gradients[i][:, target]
+    if method == "gradcam":
+        G = G.mean(dim=(2, 3), keepdim=True)
+    elif method != "hirescam":
+        raise ValueError(f"method must be 'gradcam' or 'hirescam', got {method!r}")
+    return normalize_maps(upsample(hirescam_map(cap.activations[i], G), cap.out_shape))
+
+
+def top_channels(cap: Capture, b: int = 0, k: int = 3, size: int | None = None) -> list[int]:
+    r"""Image ``b``'s ``k`` channels with the largest contribution :math:`\sum_{ij} A_k G_k` at
+    ``size`` (default: the reference) of a capture, for the first explained class."""
+    i = cap.index(cap.sizes[0] if size is None else size)
+    contrib = (cap.activations[i][b] * cap.gradients[i][b, 0]).sum(dim=(1, 2))
+    return [int(c) for c in contrib.topk(k).indices]
 
 
 def __getattr__(name: str):

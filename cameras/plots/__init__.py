@@ -51,6 +51,7 @@ __all__ = [
     "line_chart",
     "box_chart",
     "scatter_chart",
+    "mean_sem",
     "display_label",
     "method_label",
     "model_label",
@@ -328,6 +329,17 @@ def _err(sub, yerr, y):
     lo, hi = (sub[c].to_numpy(dtype=float) for c in yerr)
     v = sub[y].to_numpy(dtype=float)
     return np.clip(np.stack([v - lo, hi - v]), 0, None)
+
+
+def mean_sem(df, by: str, cols: Mapping[str, str], **extra: Any):
+    """Tidy means and standard errors (0 for one row) of the columns ``cols`` (``{column:
+    label}``) per value of ``by``: columns ``by, metric, value, sem`` and ``extra``, for a
+    :func:`line_chart` with ``yerr="sem"``."""
+    import pandas as pd
+
+    g = df.groupby(by)
+    return pd.concat([pd.DataFrame({by: g[c].mean().index, "metric": label, "value": g[c].mean().values,
+                                    "sem": g[c].sem().fillna(0.0).values, **extra}) for c, label in cols.items()])
 
 
 def bar_chart(df, *, x: str, y: str, hue: str | None = None, panel: str | None = None,
