@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -109,6 +109,8 @@ __all__ = [
     "fidelity_table",
     "summary_rates",
     "beats_random",
+    "plot_fidelity",
+    "plot_randomization",
     "parameter_table",
     "randomize_cascade_block",
     "magnitude_similarity",
@@ -753,6 +755,43 @@ def beats_random(fid):
     piv = fid[fid["control"].isin(["map", "random"])].pivot_table(
         index=["model", "target", "data"], columns="control", values="p_target")
     return piv["map"] > piv["random"]
+
+
+def plot_fidelity(fid, controls: Sequence[str] = ("map", "other", "random", "none")):
+    """Mean target probability per class of :func:`fidelity` rows (with a ``model`` column; log
+    scale), a colour per control (drawn in the order of ``controls``), a panel per model and
+    data set."""
+    from . import plots as P
+
+    d = fid[fid["control"].isin(controls)]
+    d = d.sort_values("control", key=lambda c: c.map(list(controls).index), kind="stable")
+    d = d.assign(cls=d["target"].map(lambda c: P.class_label(c, 10)),
+                 control=d["control"].map(CONTROL_NAMES), p=d["p_target"].clip(lower=1e-7),
+                 where=d["model"].map(P.model_label) + ": " + d["data"].map(DATA_NAMES))
+    fig = P.scatter_chart(d, x="cls", y="p", hue="control", panel="where", xlabel="class",
+                          ylabel="mean P(target)", ncols=2, height_px=250)
+    for ax in fig.axes:
+        ax.set(yscale="log", ylim=(1e-7, 1.5))
+        ax.tick_params(axis="x", rotation=60)
+    return fig
+
+
+def plot_randomization(rows, maps: Mapping[str, np.ndarray]):
+    """Per class of :func:`randomization_check` ``rows`` its maps (``{"<class>_<depth>": map}``,
+    as returned or stored 8-bit) as more blocks are random, their similarity to the intact one
+    and P(target) on noise."""
+    from . import plots as P
+
+    panels, names = [], []
+    for c, g in rows.sort_values("depth", kind="stable").groupby("target", sort=False):
+        names.append(P.class_label(c, 14))
+        panels.append([])
+        for r in g.itertuples():
+            title = "intact" if r.depth == 0 else f"{r.depth} block{'s' * int(r.depth > 1)} random"
+            panels[-1].append(P.Panel(image=P.stored_map(maps.get(f"{c}_{r.depth}")), title=title,
+                                      note=f"Spearman {r.spearman:.2f}, SSIM {r.ssim:.2f}\n"
+                                           f"P(target) {r.p_noise:.1e}"))
+    return P.map_grid(panels, row_titles=names, colorbar=False)
 
 
 #: the parameters of :class:`AgnosticConfig`: ``(step of the method, symbol, meaning)``

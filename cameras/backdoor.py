@@ -73,6 +73,8 @@ __all__ = [
     "rate_text",
     "SERIES",
     "score_series",
+    "plot_trial",
+    "plot_scores",
     "finetune_backdoor",
     "imagenet_trial",
 ]
@@ -482,6 +484,52 @@ def score_series(bd):
                       p.assign(series=SERIES[1], anomaly=p["anomaly_others"], mass=p["mass_others"])[cols],
                       c.assign(series=SERIES[2], anomaly=np.maximum(c["anomaly_target"], c["anomaly_others"]),
                                mass=c["mass_target"])[cols]], ignore_index=True)
+
+def plot_trial(bd, maps: Mapping[str, np.ndarray], trial: int, distribution: str, S: int = 16):
+    """One trial of :func:`run_trial` rows ``bd`` and ``maps`` (``{"<kind>_<distribution>": (10,
+    S, S)}``, as returned or stored 8-bit): the test image and the class maps of each model;
+    trigger outlined, attacked class in red, a: anomaly index."""
+    import re
+
+    from matplotlib.patches import Rectangle
+
+    from . import plots as P
+
+    g = bd[(bd["trial"] == trial) & (bd["distribution"] == distribution)]
+    r0, rows = g.iloc[0], []
+    tr = Trigger(str(r0["pattern"]), int(r0["trigger_size"]), int(r0["row"]), int(r0["col"]))
+    x = digits(S, seed=int(r0["seed"])).x_test
+    for k, kind in enumerate(("poisoned", "clean")):
+        m, h = maps.get(f"{kind}_{distribution}"), g[g["kind"] == kind].set_index("class")
+        img = tr.stamp(x[0])[0] if k == 0 else x[1, 0]
+        rows.append([P.Panel(image=img.numpy(), title="with trigger" if k == 0 else "clean image",
+                             note=f"attack success {100 * h['attack_success'].iloc[0]:.0f} %")]
+                    + [P.Panel(map=None if m is None else P.stored_map(m[c]),
+                               title=f"{c}: a={h.loc[c, 'anomaly']:.1f}") for c in range(10)])
+    fig = P.map_grid(rows, row_titles=["poisoned model", "clean model"], cmap="magma",
+                     colorbar="map magnitude m")
+    for ax in fig.axes:
+        if (hit := re.match(r"(\d+): a=", ax.get_title())) is not None:
+            corner = (tr.col - 0.5, tr.row - 0.5)
+            ax.add_patch(Rectangle(corner, tr.size, tr.size, fill=False, ec="c", lw=1.5))
+            ax.title.set_color("r" if int(hit.group(1)) == int(r0["target"]) else "k")
+    return fig
+
+
+def plot_scores(bd, threshold: float):
+    """Anomaly index (clipped at 30) against trigger mass of :func:`run_trial` rows
+    (:func:`score_series`), one panel per sample distribution; ``threshold`` dashed."""
+    from . import plots as P
+
+    d = score_series(bd)
+    d = d.assign(anomaly=d["anomaly"].clip(upper=30), where=d["distribution"] + " samples")
+    fig = P.scatter_chart(d, x="anomaly", y="mass", hue="series", panel="where",
+                          xlabel="anomaly index", ylabel="map mass in trigger region", ncols=2,
+                          height_px=300)
+    for ax in fig.axes:
+        ax.axvline(threshold, ls="--", color="k", lw=0.8)
+    return fig
+
 
 # ----------------------------------------------------------------------------------------
 # the paper profile: an ImageNet model with a backdoor

@@ -67,6 +67,7 @@ __all__ = [
     "shifted_sizes",
     "zoomed_sizes",
     "linspace_sizes",
+    "chunks",
 ]
 
 #: Settings every profile of every chapter has (a chapter's ``base`` may override them):
@@ -230,6 +231,12 @@ class Table:
         names = self.strings if self.strings is not None else _STR_COLUMNS
         return [c for c in self.columns if c in names]
 
+    @classmethod
+    def parse(cls, spec: str, strings: tuple[str, ...] | None = None) -> Table:
+        """A table from ``"key columns | the other columns"`` (names separated by spaces)."""
+        key, rest = spec.split("|")
+        return cls(tuple(key.split()), tuple(key.split() + rest.split()), strings)
+
 
 @dataclass
 class Unit:
@@ -335,6 +342,11 @@ def linspace_sizes(n: int, lo: int, hi: int) -> list[int]:
     if n < 2:
         raise ValueError(f"need at least 2 steps, got {n}")
     return [int(math.floor(lo + i * (hi - lo) / (n - 1) + 0.5)) for i in range(n)]
+
+
+def chunks(items: Sequence[Any], n: int) -> list[Sequence[Any]]:
+    """``items`` in consecutive slices of ``n`` (the last one shorter)."""
+    return [items[i : i + n] for i in range(0, len(items), n)]
 
 
 def loader_workers(w: int | str) -> int:
@@ -555,13 +567,14 @@ class Experiment:
 
     def run(self, profile: str | Mapping[str, Any] = "offline",
             results: str | os.PathLike | None = None, device: str | torch.device = "auto",
-            progress: bool = True, workers: int | None = None, ray_address: str | None = None,
+            progress: bool = True, ray_workers: int | None = None, ray_address: str | None = None,
             **overrides: Any):
         """Compute (or resume) the rows of ``profile`` and return :meth:`load`'s result.
 
         Nothing is loaded, computed or written when every row is already in the files.
-        ``workers`` / ``ray_address``: shard the units over Ray tasks (:mod:`cameras.shard`);
-        without them, one process computes every unit.
+        ``ray_workers`` / ``ray_address``: shard the units over Ray tasks (:mod:`cameras.shard`);
+        without them, one process computes every unit. (``workers`` is a setting of some
+        experiments, the data loader's processes: pass it in ``overrides``.)
         """
         from tqdm.auto import tqdm
 
@@ -571,10 +584,10 @@ class Experiment:
         folder = self.folder(s, results)
         units = list(self.units(s))
         todo = self.pending(s, folder, units)
-        if todo and (workers or ray_address):
+        if todo and (ray_workers or ray_address):
             from .shard import run_sharded
 
-            run_sharded(self, s, folder, todo, str(device), progress, workers, ray_address)
+            run_sharded(self, s, folder, todo, str(device), progress, ray_workers, ray_address)
         elif todo:
             torch.manual_seed(s.get("seed", 0))
             with Context(self, s, folder, resolve_device(device), progress) as ctx:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLike", "load_image", "load_batch", "to_uint8_array"]
+__all__ = ["ImageLike", "load_image", "load_batch", "to_uint8_array", "model_view"]
 
 #: Anything :func:`load_image` accepts.
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
@@ -218,3 +218,15 @@ def load_batch(items: Iterable[ImageLike] | ImageLike, preprocess: Callable[[Ima
     if not tensors:
         raise ValueError("load_batch needs at least one image")
     return torch.stack(tensors)
+
+
+def model_view(model: str, image: ImageLike) -> np.ndarray:
+    """``image`` as the model named ``model`` sees it (its native resize and center crop, no
+    normalisation), ``(H, W, 3)`` uint8."""
+    import torchvision.transforms.functional as TF
+
+    from .models import get_spec
+
+    spec = get_spec(model)
+    pil = TF.resize(load_image(image), spec.resize_size, antialias=True)
+    return np.asarray(TF.center_crop(pil, [spec.input_size, spec.input_size]))

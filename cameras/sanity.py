@@ -70,7 +70,7 @@ from .methods._callables import (
     ids_or_range,
     map_functions,
 )
-from .metrics.class_sensitivity import class_sensitivity, spearman_no_abs
+from .metrics.class_sensitivity import class_sensitivity, most_least_maps, spearman_no_abs
 from .metrics.similarity import (
     METRICS,
     hog_similarity,
@@ -632,22 +632,15 @@ def class_spearman(
     """
     import pandas as pd
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    fns = map_functions(methods, model, layer, settings)
-    x = check_images(images).to(device_of(model))
-    ids = ids_or_range(image_ids, x.shape[0])
-    with eval_mode(model), torch.no_grad():
-        probs = model(x).float().softmax(1)
-    most, least = probs.argmax(1), probs.argmin(1)
+    ids, probs, most, least, pairs = most_least_maps(methods, model, images, layer=layer,
+                                                     settings=settings, batch_size=batch_size,
+                                                     image_ids=image_ids)
     rows: list[dict[str, Any]] = []
-    with eval_mode(model):
-        for n, fn in fns.items():
-            a, b = (compute_maps(fn, model, x, c, batch_size, n) for c in (most, least))
-            r, kept = spearman_no_abs(a, b), _pop_kept(fn)
-            rows += [dict(method=n, image=ids[i], most=int(most[i]), least=int(least[i]),
-                          p_most=float(probs[i, most[i]]), p_least=float(probs[i, least[i]]),
-                          class_spearman=float(r[i]), sizes_kept=None if kept is None else int(kept[i]))
-                     for i in range(len(ids))]
+    for n, fn, a, b in pairs:
+        r, kept = spearman_no_abs(a, b), _pop_kept(fn)
+        rows += [dict(method=n, image=ids[i], most=int(most[i]), least=int(least[i]),
+                      p_most=float(probs[i, most[i]]), p_least=float(probs[i, least[i]]),
+                      class_spearman=float(r[i]), sizes_kept=None if kept is None else int(kept[i]))
+                 for i in range(len(ids))]
     cols = ["method", "image", "most", "least", "p_most", "p_least", "class_spearman", "sizes_kept"]
     return pd.DataFrame(rows, columns=cols)

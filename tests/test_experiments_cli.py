@@ -34,7 +34,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     env = {**os.environ, "CAMERAS_RESULTS": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "cameras.experiments", "density", "--profile", "ci", "--quiet",
-         "--set", "n_images=40", "--set", "workers=0"],
+         "--set", "n_images=40", "--set", "loader_workers=0"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     csv = tmp_path / "_ci" / "density" / "imagenet_sample_efficientnet_lite0.csv"
     deadline = time.time() + 240

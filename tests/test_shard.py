@@ -37,7 +37,7 @@ def _same(a, b):
 
 def test_two_workers_give_the_rows_of_one_process(tmp_path, local_ray):
     one = M.run("ci", results=tmp_path / "one", device="cpu", progress=False, **SMALL)
-    two = M.run("ci", results=tmp_path / "two", device="cpu", progress=False, workers=2, **SMALL)
+    two = M.run("ci", results=tmp_path / "two", device="cpu", progress=False, ray_workers=2, **SMALL)
     assert len(one) > 0
     _same(one, two)
 
@@ -58,17 +58,17 @@ def test_a_killed_worker_loses_and_doubles_nothing(tmp_path, local_ray):
     exp = CrashOnce()
     exp.marker = str(tmp_path / "crashed")
     ref = M.run("ci", results=tmp_path / "ref", device="cpu", progress=False, **SMALL)
-    got = exp.run("ci", results=tmp_path / "ray", device="cpu", progress=False, workers=2, **SMALL)
+    got = exp.run("ci", results=tmp_path / "ray", device="cpu", progress=False, ray_workers=2, **SMALL)
     assert os.path.exists(exp.marker)  # a worker did die
     assert not got.duplicated(list(M.EXPERIMENT.key)).any()
     _same(ref, got)
     # a second sharded run has nothing left to do
-    again = exp.run("ci", results=tmp_path / "ray", device="cpu", progress=False, workers=2, **SMALL)
+    again = exp.run("ci", results=tmp_path / "ray", device="cpu", progress=False, ray_workers=2, **SMALL)
     assert len(again) == len(got)
 
 
 def test_without_ray_a_sharded_run_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(RuntimeError, match=r"pip install '\.\[distributed\]'"):
-        M.run("ci", results=tmp_path, device="cpu", progress=False, workers=2, **SMALL)
+        M.run("ci", results=tmp_path, device="cpu", progress=False, ray_workers=2, **SMALL)
     assert len(M.run("ci", results=tmp_path, device="cpu", progress=False, **SMALL)) > 0

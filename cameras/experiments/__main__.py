@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = _parse(argv)
     try:
         out = load(args.name).run(args.profile, results=args.results, device=args.device,
-                                  progress=not args.quiet, workers=args.workers,
+                                  progress=not args.quiet, ray_workers=args.workers,
                                   ray_address=args.ray_address, **overrides)
     except KeyboardInterrupt:
         print("\ninterrupted: the rows written so far are kept; run the same command to resume",

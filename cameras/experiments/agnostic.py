@@ -12,7 +12,6 @@ DenseNet-121, more samples, steps and trials).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import product
 from typing import Any
@@ -20,17 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torchvision.transforms.functional as TF
-from matplotlib.patches import Rectangle
 
 from .. import agnostic as A
 from .. import backdoor as BD
 from .. import plots as P
 from ..core import Cameras
-from ..data import find_class, image_items, imagenet_classes
-from ..engine import Check, Context, Experiment, MapStore, Table, Unit
-from ..images import load_image
-from ..models import get_spec
+from ..data import find_class, image_items
+from ..engine import Check, Context, Experiment, Table, Unit
+from ..images import model_view
 
 __all__ = ["AgnosticExperiment", "EXPERIMENT", "PROFILES", "CLASSES", "run", "settings", "photo",
            "plot_pairs", "plot_fidelity", "plot_sanity", "plot_backdoor_maps", "plot_backdoor_scores"]
@@ -38,16 +34,12 @@ __all__ = ["AgnosticExperiment", "EXPERIMENT", "PROFILES", "CLASSES", "run", "se
 #: a dozen ImageNet classes a reader recognises (index: torchvision name)
 CLASSES = [1, 11, 130, 207, 281, 323, 340, 417, 779, 947, 954, 980]
 _LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+_table = Table.parse  # "key columns | the other columns"
 
 
 def _map(n, steps, size, norm, radius, refine, refine_size=0.25, **kw) -> dict[str, Any]:  # AgnosticConfig
     return {"n_samples": n, "n_steps": steps, "step_size": size, "norm": norm, "radius": radius,
             "refine_steps": refine, "refine_step_size": refine_size, **kw}
-
-
-def _table(spec: str, strings: tuple[str, ...] | None = None) -> Table:
-    key, rest = spec.split("|")
-    return Table(tuple(key.split()), tuple(key.split() + rest.split()), strings)
 
 
 class AgnosticExperiment(Experiment):
@@ -209,25 +201,17 @@ def _imagenet_backdoor(ctx: Context, unit: Unit) -> list[dict[str, Any]]:
 
 # -- module-level API (the notebook and `python -m cameras.experiments agnostic`) ----------
 EXPERIMENT = AgnosticExperiment()
-PROFILES = EXPERIMENT.PROFILES
-settings, run = EXPERIMENT.settings, EXPERIMENT.run
+PROFILES, settings, run = EXPERIMENT.PROFILES, EXPERIMENT.settings, EXPERIMENT.run
 
 
-# -- figures (cameras.plots) -----------------------------------------------------------------
-def _name(c: int, n: int = 18) -> str:
-    name = imagenet_classes()[int(c)]
-    return name if len(name) <= n else name[: n - 1] + "…"
-
-
-def _deq(a: np.ndarray | None) -> np.ndarray | None:
-    return None if a is None else MapStore.dequantise(a)
+# -- figures (cameras.plots; the library draws its own rows: fidelity, randomisation, backdoor) --
+plot_fidelity, plot_sanity = A.plot_fidelity, A.plot_randomization
+plot_backdoor_maps, plot_backdoor_scores = BD.plot_trial, BD.plot_scores
 
 
 def photo(model: str, cls: int) -> np.ndarray:
     """The sample's image of class ``cls`` as ``model`` sees it (resize, center crop), uint8."""
-    spec = get_spec(model)
-    img = TF.resize(load_image(image_items("imagenet_sample", classes=[cls])[0].path), spec.resize_size, antialias=True)
-    return np.asarray(TF.center_crop(img, [spec.input_size, spec.input_size]))
+    return model_view(model, image_items("imagenet_sample", classes=[cls])[0].path)
 
 
 def plot_pairs(model: str, classes: Sequence[int], agnostic_maps: Mapping[str, np.ndarray],
@@ -235,66 +219,9 @@ def plot_pairs(model: str, classes: Sequence[int], agnostic_maps: Mapping[str, n
     """Per class (two per line): its photo with its CAMERAS map, and its input-agnostic map (Eq. 6)."""
     panels = []
     for c in classes:
-        cam = _deq(cameras_maps.get(str(c)))
-        panels += [P.Panel(map=cam, image=photo(model, c), title=f"{_name(c)}\nCAMERAS (this photo)",
+        cam = P.stored_map(cameras_maps.get(str(c)))
+        name, agn = P.class_label(c), P.stored_map(agnostic_maps.get(str(c)))
+        panels += [P.Panel(map=cam, image=photo(model, c), title=f"{name}\nCAMERAS (this photo)",
                            note="" if cam is not None else "CAMERAS not run"),
-                   P.Panel(image=_deq(agnostic_maps.get(str(c))), title=f"{_name(c)}\ninput-agnostic")]
+                   P.Panel(image=agn, title=f"{name}\ninput-agnostic")]
     return P.map_grid([panels], colorbar="CAMERAS map")
-
-
-def plot_fidelity(fid, controls: Sequence[str] = ("map", "other", "random", "none")):
-    """Mean target probability per class (log scale), a colour per control (drawn in the order of ``controls``)."""
-    d = fid[fid["control"].isin(controls)].sort_values("control", key=lambda c: c.map(list(controls).index), kind="stable")
-    d = d.assign(cls=d["target"].map(lambda c: _name(c, 10)), control=d["control"].map(A.CONTROL_NAMES),
-                 p=d["p_target"].clip(lower=1e-7), where=d["model"].map(P.model_label) + ": "
-                 + d["data"].map(A.DATA_NAMES))
-    fig = P.scatter_chart(d, x="cls", y="p", hue="control", panel="where", xlabel="class", ylabel="mean P(target)",
-                          ncols=2, height_px=250)
-    for ax in fig.axes:
-        ax.set(yscale="log", ylim=(1e-7, 1.5))
-        ax.tick_params(axis="x", rotation=60)
-    return fig
-
-
-def plot_sanity(san, maps: Mapping[str, np.ndarray]):
-    """Per class its maps as more blocks are random, their similarity to the intact one and P(target) on noise."""
-    rows, names = [], []
-    for c, g in san.sort_values("depth", kind="stable").groupby("target", sort=False):
-        names.append(_name(c, 14))
-        rows.append([P.Panel(image=_deq(maps.get(f"{c}_{r.depth}")),
-                             title="intact" if r.depth == 0 else f"{r.depth} block{'s' if r.depth > 1 else ''} random",
-                             note=f"Spearman {r.spearman:.2f}, SSIM {r.ssim:.2f}\nP(target) {r.p_noise:.1e}")
-                     for r in g.itertuples()])
-    return P.map_grid(rows, row_titles=names, colorbar=False)
-
-
-def plot_backdoor_maps(bd, maps: Mapping[str, np.ndarray], trial: int, distribution: str, S: int = 16):
-    """One trial: test image and class maps per model; trigger outlined, attacked class in red, a: anomaly index."""
-    g = bd[(bd["trial"] == trial) & (bd["distribution"] == distribution)]
-    r0, rows = g.iloc[0], []
-    tr = BD.Trigger(str(r0["pattern"]), int(r0["trigger_size"]), int(r0["row"]), int(r0["col"]))
-    x = BD.digits(S, seed=int(r0["seed"])).x_test
-    for k, kind in enumerate(("poisoned", "clean")):
-        m, h = maps.get(f"{kind}_{distribution}"), g[g["kind"] == kind].set_index("class")
-        img = tr.stamp(x[0])[0] if k == 0 else x[1, 0]
-        rows.append([P.Panel(image=img.numpy(), title="with trigger" if k == 0 else "clean image",
-                             note=f"attack success {100 * h['attack_success'].iloc[0]:.0f} %")]
-                    + [P.Panel(map=None if m is None else _deq(m[c]), title=f"{c}: a={h.loc[c, 'anomaly']:.1f}")
-                       for c in range(10)])
-    fig = P.map_grid(rows, row_titles=["poisoned model", "clean model"], cmap="magma", colorbar="map magnitude m")
-    for ax in fig.axes:
-        if (hit := re.match(r"(\d+): a=", ax.get_title())) is not None:
-            ax.add_patch(Rectangle((tr.col - 0.5, tr.row - 0.5), tr.size, tr.size, fill=False, ec="c", lw=1.5))
-            ax.title.set_color("r" if int(hit.group(1)) == int(r0["target"]) else "k")
-    return fig
-
-
-def plot_backdoor_scores(bd, threshold: float):
-    """Anomaly index (clipped at 30) against trigger mass, :func:`cameras.backdoor.score_series`."""
-    d = BD.score_series(bd)
-    d = d.assign(anomaly=d["anomaly"].clip(upper=30), where=d["distribution"] + " samples")
-    fig = P.scatter_chart(d, x="anomaly", y="mass", hue="series", panel="where", xlabel="anomaly index",
-                          ylabel="map mass in trigger region", ncols=2, height_px=300)
-    for ax in fig.axes:
-        ax.axvline(threshold, ls="--", color="k", lw=0.8)
-    return fig

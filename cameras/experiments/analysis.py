@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..core import DEFAULT_SIZES, KEEP_RULES, Cameras
 from ..data import find_class, image_items, imagenet_classes
-from ..engine import Check, Context, Experiment, MapStore, Table, Unit, shifted_sizes
+from ..engine import Check, Context, Experiment, MapStore, Table, Unit, chunks, shifted_sizes
 from ..methods.cam import capture_map, upsample
 from ..metrics import MetricInfo, describe, entropy, iou_top, spearman, top_mass
 
@@ -115,9 +115,8 @@ class Analysis(Experiment):
         cases = [it for its in case_items(s).values() for it in its]
         its = [it for it in items(s) if it.name not in {c.name for c in cases}]
         file = "analysis.csv" if s["data"] == "imagenet_sample" else f"analysis_{s['data']}.csv"
-        bs = s["batch_size"]
         groups = [("case", [it]) for it in dict((c.name, c) for c in cases).values()]
-        groups += [("image", its[i : i + bs]) for i in range(0, len(its), bs)]
+        groups += [("image", g) for g in chunks(its, s["batch_size"])]
         return [Unit(file, _keys(kind, g, s), data=(kind, g)) for kind, g in groups]
 
     def pending(self, s: Mapping[str, Any], folder, units: Sequence[Unit]) -> list[Unit]:

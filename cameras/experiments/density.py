@@ -17,7 +17,8 @@ sample, extra methods LayerCAM, Grad-CAM++, gradient; what a shared 2-core CPU a
 ``method_images`` computes CAMERAS and NormGrad on 32 evenly spaced images and ``skip`` leaves
 them out on Lite1/2; a GPU run: ``--set 'skip={}' --set 'method_images={}'``), ``paper``
 (ResNet-50, DenseNet-121, Inception-v3 on ImageNet val under ``$CAMERAS_DATA_ROOT``). One
-file per (data, model): ``<results>/density/<data>_<model>.csv``.
+file per (data, model): ``<results>/density/<data>_<model>.csv``. :func:`table2`
+(``density_table``), :func:`win_rates` and :func:`common_images`: :mod:`cameras.metrics.density`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from torch import nn
 from ..core import DEFAULT_SIZES, Cameras
 from ..data import image_items, spread_indices
 from ..engine import Check, Context, Experiment, Unit, load_batches, shifted_sizes
+from ..metrics.density import common_images, win_rates
+from ..metrics.density import density_table as table2
 
 __all__ = ["EXPERIMENT", "PROFILES", "KEY", "COLUMNS", "settings", "run", "load_results", "items",
            "method_items", "method_kwargs", "summary", "table2", "comparison_table",
@@ -219,9 +222,7 @@ def _evaluate(ctx: Context, lm, x, labels, method: str, p_full, top1) -> list[li
 
 
 EXPERIMENT = Density()
-PROFILES = EXPERIMENT.PROFILES
-settings = EXPERIMENT.settings
-run = EXPERIMENT.run
+PROFILES, settings, run = EXPERIMENT.PROFILES, EXPERIMENT.settings, EXPERIMENT.run
 
 
 def items(s: Mapping[str, Any]):
@@ -252,24 +253,6 @@ def summary(df, baseline: str = "black", metrics: Sequence[str] = ("rho_plus", "
     return out.assign(n=g.size(), top1_correct=g["top1_correct"].mean(), empty_maps=g["empty_maps"].sum())
 
 
-def table2(df, baseline: str = "black", methods: Sequence[str] = PAPER_METHODS):
-    """Tidy Table 2, ours: per (model, method) the mean rho+ and rho- with 95 % bootstrap
-    intervals over the images that *every* one of ``methods`` has on that model (``n``), so
-    the methods are compared on the same images; a method without rows gets NaN."""
-    import pandas as pd
-
-    from ..metrics import bootstrap_ci
-
-    d, out = df[(df["baseline"] == baseline) & df["method"].isin(methods)], []
-    for model, g in d.groupby("model", sort=False):
-        common = set.intersection(*[set(v["image"]) for _, v in g.groupby("method")])
-        for m in methods:
-            x = {c: g[(g["method"] == m) & g["image"].isin(common)][c].to_numpy(float) for c in ("rho_plus", "rho_minus")}
-            out.append({"model": model, "method": m, "n": len(x["rho_plus"]), **{k: v for c, a in x.items() for k, v in zip(
-                (c, f"{c}_lo", f"{c}_hi"), (a.mean() if len(a) else math.nan, *bootstrap_ci(a)), strict=True)}})
-    return pd.DataFrame(out)
-
-
 def comparison_table(df, baseline: str = "black", metric: str = "rho_plus"):
     """Table 2 side by side, one row per method: the paper's value (its rank among the three
     methods, 1 = best) on each of its models, then ours: mean [95 % interval] (rank) per model."""
@@ -289,29 +272,6 @@ def comparison_table(df, baseline: str = "black", metric: str = "rho_plus"):
                     f" [{r[metric + '_lo']:.2f}, {r[metric + '_hi']:.2f}]" if who == "ours" else "")
                 + (f" ({int(r['rank'])})" if g[metric].notna().all() else "") for _, r in g.iterrows()]
     return out
-
-
-def common_images(df):
-    """The rows of the images that every method computed on a model has (per model), so that
-    means over methods are over the same images."""
-    n = df.groupby(["model", "image"])["method"].transform("nunique")
-    return df[n == df.groupby("model")["method"].transform("nunique")]
-
-
-def win_rates(df, reference: str = "cameras", baseline: str = "black"):
-    """Per model and other method, over the images both have: the share where ``reference`` has
-    a higher rho+, a lower rho-, a higher insertion and a lower deletion AUC (ties count half)."""
-    import pandas as pd
-
-    out, better = [], {"rho_plus": 1, "rho_minus": -1, "insertion": 1, "deletion": -1}
-    for model, g in df[df["baseline"] == baseline].groupby("model", sort=False):
-        piv = g.pivot_table(index="image", columns="method", values=list(better))
-        for other in (m for m in dict.fromkeys(g["method"]) if m != reference and reference in set(g["method"])):
-            p = piv.loc[:, (slice(None), [reference, other])].dropna()
-            diff = {m: b * (p[(m, reference)] - p[(m, other)]) for m, b in better.items()}
-            out.append({"model": model, "other": other, "n": len(p),
-                        **{m: float(((v > 0) + 0.5 * (v == 0)).mean()) for m, v in diff.items()}})
-    return pd.DataFrame(out)
 
 
 def kept_sizes(df):

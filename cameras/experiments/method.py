@@ -18,15 +18,17 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..core import Cameras, Capture, normalize_maps
+from ..core import Cameras, Capture
 from ..data import SKIMAGE_PHOTOS, image_items
-from ..engine import Check, Context, Experiment, Unit, linspace_sizes
+from ..engine import Check, Context, Experiment, Unit, chunks, linspace_sizes
 from ..methods import default_layers, method_settings
 from ..methods.cam import capture_map as layer_map
 from ..methods.cam import top_channels
 from ..metrics.similarity import entropy, high_frequency_share, spearman, ssim, top_mass
 from ..models import get_spec
-from ..plots import Panel, line_chart, map_grid, mean_sem
+from ..plots import capture_walk as plot_walk
+from ..plots import fusion_check as plot_fusion
+from ..plots import line_chart, mean_sem
 from ..reference import manual_fusion
 
 __all__ = ["EXPERIMENT", "PROFILES", "KEY", "COLUMNS", "STUDY_METRICS", "HEADINGS", "RULES", "KEEP", "settings",
@@ -95,7 +97,7 @@ class Method(Experiment):
         params += [("size_top1", v) for v in study_sizes(s, min_size)]
         return [Unit(f"study_{s['model']}.csv", [(s["model"], st, it.name, p) for it in batch
                                                   for st, p in params], s["model"], batch)
-                for batch in (items[i:i + bs] for i in range(0, len(items), bs))]
+                for batch in chunks(items, bs)]
 
     def meta(self, ctx: Context, file: str) -> dict[str, Any]:
         lm = ctx.model(ctx.settings["model"])
@@ -252,50 +254,6 @@ def _prep(df, study):
 
 
 # -- figures -----------------------------------------------------------------------------
-def _unit(t: Tensor) -> Tensor:  # a map normalised to [0, 1] on the CPU
-    return normalize_maps(t.detach().float().cpu()[None])[0]
-
-
-def plot_walk(lm, cam: Cameras, cap: Capture, b: int = 0, sizes: Sequence[int] | None = None,
-              channels: Sequence[int] = (), title: str | None = None):
-    """Columns = sizes; rows: the upsampled input (top-1, kept or not), :math:`\\|A_s\\|`
-    and two channels of :math:`A_s` on the layer's grid (the gradient of the first in the
-    note), and the map of that size alone on the input grid."""
-    if not cap.inputs:
-        raise ValueError("plot_walk needs a capture with keep_inputs=True")
-    channels = list(channels)[:2] or top_channels(cap, b, 2)
-    rows: list[list[Panel]] = [[] for _ in range(3 + len(channels))]
-    for v in (cap.sizes if sizes is None else sizes):
-        i = cap.index(v)
-        x, A, g = cap.inputs[i][b], cap.activations[i][b], cap.gradients[i][b, 0, channels[0]].float()
-        kept = "kept" if bool(cap.kept[i, b]) else "dropped"
-        rows[0].append(Panel(image=lm.to_image(x), title=f"{v} px",
-                             note=f"{lm.classes[int(cap.top1[i, b])][:12]} ({kept})"))
-        rows[1].append(Panel(map=_unit(A.norm(dim=0)), note="grid {}x{}".format(*A.shape[-2:])))
-        for r, c in enumerate(channels):
-            rows[2 + r].append(Panel(map=_unit(A[c]), note="" if r else f"G: {float(g.mean()):.2e} ± {float(g.max() - g.min()):.0e}"))
-        rows[-1].append(Panel(map=cam.fuse(cap, 0, [v], keep="all")[b], image=lm.to_image(cap.inputs[0][b])))
-    titles = ["input", "‖A_s‖", *(f"A_s, ch. {c}" for c in channels), "size alone"]
-    return map_grid(rows, row_titles=titles, title=title,
-                    colorbar="normalised per panel (0 = low, 1 = high)")
-
-
-def plot_fusion(lm, image: Tensor, manual: Mapping[str, Any], cam_map: Tensor, channel: int,
-                title: str | None = None):
-    """Top: :math:`\\|\\bar A\\|`, one channel of :math:`\\bar A` and of :math:`\\bar G` on the
-    input grid; bottom: the literal map, the :class:`cameras.Cameras` map, their difference."""
-    rgb, g = lm.to_image(image), manual["gbar"][channel].float()
-    d = (manual["map"] - cam_map).abs().float().cpu()
-    rows = [[Panel(map=_unit(manual["abar_norm"]), title="‖Ā‖"),
-             Panel(map=_unit(manual["abar"][channel]), title=f"Ā, channel {channel}"),
-             Panel(map=_unit(g), title=f"Ḡ, channel {channel}",
-                   note=f"{float(g.mean()):.2e} ± {float(g.max() - g.min()):.0e}")],
-            [Panel(map=manual["map"], image=rgb, note="ReLU(Σ_k Ā_k Ḡ_k), by hand"),
-             Panel(map=cam_map, image=rgb, note="Cameras(...)"),
-             Panel(map=d / d.max().clamp_min(1e-30), note=f"|difference| / {float(d.max()):.1e}")]]
-    return map_grid(rows, row_titles=["Ā and Ḡ", "maps"], title=title)
-
-
 def plot_study(df, study: str = "max_size"):
     """One panel per metric of ``study`` (``max_size`` or ``steps``) against its parameter:
     Algorithm 1's keep rule and every size kept; means over images, band: ± s.e.m."""

@@ -19,6 +19,7 @@ import torch
 from .. import metrics as M
 from ..data import image_items
 from ..engine import Check, Context, Experiment, MapStore, Table, Unit, load_batches, zoomed_sizes
+from ..engine import chunks as _chunks
 from ..images import load_image
 from ..methods import default_layers, info, names
 from ..methods import normgrad as ng
@@ -124,10 +125,6 @@ def method_layers(s: Mapping[str, Any], model: str, method: str) -> list[tuple[s
 def _x(ctx: Context, lm, its) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.stack([lm.preprocess(load_image(it.source), ctx.settings["image_size"]) for it in its])
     return x.to(lm.device), torch.tensor([it.label for it in its], device=lm.device)
-
-
-def _chunks(its, n: int):
-    return [its[i : i + n] for i in range(0, len(its), n)]
 
 
 def _layers(ctx: Context, unit: Unit, lm):

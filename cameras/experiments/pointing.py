@@ -143,12 +143,12 @@ class Pointing(Experiment):
             _save_example(ctx, lm, grids, method, kw, first)
 
     def run(self, profile: str | Mapping[str, Any] = "offline", results=None, device="auto",
-            progress: bool = True, workers: int | None = None, ray_address: str | None = None, **overrides: Any):
+            progress: bool = True, ray_workers: int | None = None, ray_address: str | None = None, **overrides: Any):
         """The grid task through the engine; the ``paper`` task (once every dataset and checkpoint is
         found) through :func:`cameras.metrics.pointing_game_run`, a file per dataset, model, method."""
         s = self.settings(profile, **overrides)
         if s["task"] == "grid":
-            return super().run(s, results, device, progress, workers, ray_address)
+            return super().run(s, results, device, progress, ray_workers, ray_address)
         datasets = {kind: pointing_dataset(kind) for kind in s["datasets"]}
         _ = [checkpoint_path(arch, kind) for kind in datasets for arch in s["models"]]
         for (kind, arch, method), path in _paper_paths(s, self.folder(s, results)).items():

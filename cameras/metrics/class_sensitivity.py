@@ -38,7 +38,7 @@ from .similarity import _minmax, average_ranks, spearman, ssim
 
 __all__ = ["class_sensitivity_rebuffi", "grid_class_sensitivity", "summarize_class_sensitivity",
            "class_sensitivity_table", "grid_class_sensitivity_table", "spearman_no_abs",
-           "class_sensitivity_extras", "class_sensitivity"]
+           "class_sensitivity_extras", "class_sensitivity", "most_least_maps"]
 
 _REF = "Rebuffi et al., CVPR 2020"
 describe(MetricInfo("class_spearman", "Spearman ρ (most vs least likely class)", False, (-1, 1),
@@ -215,17 +215,39 @@ def class_sensitivity_table(df, rows: Sequence[str] = ("method", "layer"), meta:
     return pd.DataFrame(out)
 
 
-def class_sensitivity_extras(
-    methods: Any,
-    model: nn.Module,
-    images: Tensor,
-    *,
-    layer: Any = None,
-    settings: Mapping[str, Mapping[str, Any]] | None = None,
-    batch_size: int | None = None,
-    image_ids: Sequence[Any] | None = None,
-    progress: bool = True,
-) -> Any:
+def most_least_maps(methods: Any, model: nn.Module, images: Tensor, *, layer: Any = None,
+                    settings: Mapping[str, Mapping[str, Any]] | None = None,
+                    batch_size: int | None = None, image_ids: Sequence[Any] | None = None,
+                    scores: str = "probs", progress: bool = False):
+    """The two maps that class sensitivity compares, for methods by name or as callables
+    (:func:`cameras.methods._callables.map_functions`): ``(image ids, scores, most, least,
+    pairs)`` with the model's ``scores`` (``"probs"``: softmax, ``"logits"``) of the images,
+    each image's highest- and lowest-scoring class, and an iterator of ``(method, map
+    function, maps of most, maps of least)``, computed one method at a time as it is read."""
+    from tqdm.auto import tqdm
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    x = check_images(images)
+    fns = map_functions(methods, model, layer, settings)
+    ids = ids_or_range(image_ids, x.shape[0])
+    x = x.to(device_of(model))
+    with eval_mode(model), torch.no_grad():
+        s = model(x)
+        s = s.float().softmax(1) if scores == "probs" else s
+    most, least = s.argmax(1), s.argmin(1)
+
+    def pairs():
+        with eval_mode(model):
+            for n, fn in tqdm(fns.items(), desc="class sensitivity (methods)",
+                              disable=not progress):
+                yield n, fn, *(compute_maps(fn, model, x, c, batch_size, n) for c in (most, least))
+
+    return ids, s, most, least, pairs()
+
+
+def class_sensitivity_extras(methods: Any, model: nn.Module, images: Tensor, *,
+                             progress: bool = True, **kw: Any) -> Any:
     """Our variant: how much a method's map changes between the top-1 and the least-likely class.
 
     For each image (normalised model input) and method: the map for the top-1 class and the
@@ -237,34 +259,23 @@ def class_sensitivity_extras(
     * ``mad``: mean absolute difference of the normalised maps.
 
     All three are 0 for a class-insensitive method (identical maps) and grow with the
-    difference. The authors' own score is :func:`class_sensitivity_rebuffi`. Returns a
+    difference. The authors' own score is :func:`class_sensitivity_rebuffi`. ``layer``,
+    ``settings``, ``batch_size``, ``image_ids``: as :func:`most_least_maps`. Returns a
     DataFrame ``method, image, top1, least_likely, metric, value``.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    images = check_images(images)
-    fns = map_functions(methods, model, layer, settings)
-    ids = ids_or_range(image_ids, images.shape[0])
-    device = device_of(model)
-    x = images.to(device)
-    with eval_mode(model), torch.no_grad():
-        logits = model(x)
-    top, ll = logits.argmax(1), logits.argmin(1)
+    ids, _, top, ll, pairs = most_least_maps(methods, model, images, scores="logits",
+                                             progress=progress, **kw)
     rows: list[dict[str, Any]] = []
-    with eval_mode(model):
-        for n, fn in tqdm(fns.items(), desc="class sensitivity (methods)", disable=not progress):
-            m_top = compute_maps(fn, model, x, top, batch_size, n)
-            m_ll = compute_maps(fn, model, x, ll, batch_size, n)
-            for i in range(len(ids)):
-                a, b = _minmax(m_top[i].double().numpy()), _minmax(m_ll[i].double().numpy())
-                vals = {"1-spearman": 1.0 - spearman(a, b), "1-ssim": 1.0 - ssim(a, b),
-                        "mad": float(np.abs(a - b).mean())}
-                for metric, v in vals.items():
-                    rows.append(dict(method=n, image=ids[i], top1=int(top[i]), least_likely=int(ll[i]),
-                                     metric=metric, value=v))
+    for n, _fn, m_top, m_ll in pairs:
+        for i in range(len(ids)):
+            a, b = _minmax(m_top[i].double().numpy()), _minmax(m_ll[i].double().numpy())
+            vals = {"1-spearman": 1.0 - spearman(a, b), "1-ssim": 1.0 - ssim(a, b),
+                    "mad": float(np.abs(a - b).mean())}
+            for metric, v in vals.items():
+                rows.append(dict(method=n, image=ids[i], top1=int(top[i]), least_likely=int(ll[i]),
+                                 metric=metric, value=v))
     return pd.DataFrame(rows, columns=["method", "image", "top1", "least_likely", "metric", "value"])
 
 

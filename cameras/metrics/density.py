@@ -7,6 +7,9 @@ r"""Map density, the metric CAMERAS proposes (Jalwana et al., CVPR 2021, Sec. 4.
 with :math:`P` the softmax probability of the true label ``y`` and :math:`\Psi` the map in
 [0, 1]. Higher :math:`\rho^+` and lower :math:`\rho^-` are better: the map packs the class
 evidence into little area.
+
+:func:`density_table`, :func:`win_rates` and :func:`common_images` summarise per-image rows
+(``model, method, image, baseline`` and the metric columns) over images.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from torch import Tensor, nn
 from ._common import as_labels, baseline01, check_maps, class_probability, stats
 from ._info import MetricInfo, describe
 
-__all__ = ["map_density", "masked_images", "RHO_PLUS", "RHO_MINUS"]
+__all__ = ["map_density", "masked_images", "RHO_PLUS", "RHO_MINUS", "density_table", "win_rates",
+           "common_images"]
 
 RHO_PLUS = describe(MetricInfo("rho_plus", "ρ+", higher_is_better=True, range=(0, math.inf),
                                reference="Jalwana et al., CVPR 2021, Sec. 4.2",
@@ -97,3 +101,54 @@ def map_density(
             "mean_complement": a_minus, "empty": empty, "full": full,
         }
     return rho_plus, rho_minus
+
+
+def density_table(df, baseline: str = "black",
+                  methods: Sequence[str] = ("normgrad", "gradcam", "cameras")):
+    """Per (model, method) of per-image rows, one baseline: the mean rho+ and rho- with 95 %
+    bootstrap intervals over the images that *every* one of ``methods`` has on that model
+    (``n``), so the methods are compared on the same images; a method without rows gets NaN."""
+    import pandas as pd
+
+    from .intervals import bootstrap_ci
+
+    d, out = df[(df["baseline"] == baseline) & df["method"].isin(methods)], []
+    for model, g in d.groupby("model", sort=False):
+        common = set.intersection(*[set(v["image"]) for _, v in g.groupby("method")])
+        for m in methods:
+            sel = g[(g["method"] == m) & g["image"].isin(common)]
+            row = {"model": model, "method": m, "n": len(sel)}
+            for c in ("rho_plus", "rho_minus"):
+                a = sel[c].to_numpy(float)
+                row[c] = a.mean() if len(a) else math.nan
+                row[f"{c}_lo"], row[f"{c}_hi"] = bootstrap_ci(a)
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def common_images(df):
+    """The rows of the images that every method computed on a model has (per model), so that
+    means over methods are over the same images."""
+    n = df.groupby(["model", "image"])["method"].transform("nunique")
+    return df[n == df.groupby("model")["method"].transform("nunique")]
+
+
+def win_rates(df, reference: str = "cameras", baseline: str = "black",
+              metrics: Sequence[str] = ("rho_plus", "rho_minus", "insertion", "deletion")):
+    """Per model and other method, over the images both have: the share where ``reference`` is
+    better on each of ``metrics`` (the direction of its :class:`MetricInfo`: a higher rho+ and
+    insertion AUC, a lower rho- and deletion AUC; ties count half)."""
+    import pandas as pd
+
+    from ._info import info
+
+    out, better = [], {m: 1 if info(m).higher_is_better else -1 for m in metrics}
+    for model, g in df[df["baseline"] == baseline].groupby("model", sort=False):
+        piv = g.pivot_table(index="image", columns="method", values=list(better))
+        ms = list(dict.fromkeys(g["method"]))
+        for other in (m for m in ms if m != reference and reference in ms):
+            p = piv.loc[:, (slice(None), [reference, other])].dropna()
+            diff = {m: b * (p[(m, reference)] - p[(m, other)]) for m, b in better.items()}
+            out.append({"model": model, "other": other, "n": len(p),
+                        **{m: float(((v > 0) + 0.5 * (v == 0)).mean()) for m, v in diff.items()}})
+    return pd.DataFrame(out)

@@ -249,6 +249,27 @@ def _kind(dataset) -> str:
     return dataset_kind(dataset)
 
 
+def _benchmark_settings(method: str, kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with TorchRay's benchmark defaults: extremal perturbation's areas on COCO,
+    RISE's sigmoid scores (TorchRay's VOC/COCO models are multi-label)."""
+    if method == "extremal_perturbation" and kind == "coco14" and "areas" not in settings:
+        settings["areas"] = [0.018, 0.025, 0.05, 0.1]  # TorchRay's benchmark for COCO
+    if method == "rise":
+        settings.setdefault("scores", "sigmoid")
+    return settings
+
+
+def _file_summary(path, model_name: str, method: str, num_classes: int) -> list[dict[str, Any]]:
+    """:func:`pointing_game_summary` of the rows of ``model_name`` and ``method`` in ``path``."""
+    import pandas as pd
+
+    from ..runs import read_results
+
+    df = read_results(path)
+    return pointing_game_summary(pd.DataFrame(df[(df["model"] == model_name) & (df["method"] == method)]),
+                                 num_classes)
+
+
 def pointing_game_run(
     model: nn.Module | str,
     dataset,
@@ -298,7 +319,7 @@ def pointing_game_run(
 
     from ..datasets import pointing_model, pointing_transform
     from ..methods import info, method_settings
-    from ..runs import read_results, results_dir, run_evaluation
+    from ..runs import results_dir, run_evaluation
 
     if not isinstance(dataset, (tvd.VOCDetection, tvd.CocoDetection)):
         raise TypeError("dataset must be a (TorchRay) VOCDetection or CocoDetection")
@@ -307,11 +328,7 @@ def pointing_game_run(
         model_name = model_name or f"{model}_{kind}"
         model = pointing_model(model, kind, spec.name, device=device)
     model_name = model_name or type(model).__name__
-    if spec.name == "extremal_perturbation" and kind == "coco14" and "areas" not in settings:
-        settings["areas"] = [0.018, 0.025, 0.05, 0.1]  # TorchRay's benchmark for COCO
-    if spec.name == "rise":  # TorchRay's VOC/COCO models are multi-label: sigmoid scores
-        settings.setdefault("scores", "sigmoid")
-    full = method_settings(spec.name, **settings)
+    full = method_settings(spec.name, **_benchmark_settings(spec.name, kind, settings))
     size = input_size or 224
     shape = (size, size) if spec.name == "rise" else size
     item = _PointingItem(model, dataset, spec, model_name, layer, settings, full,
@@ -326,8 +343,4 @@ def pointing_game_run(
     run_evaluation(todo, item, path, keys_of=item.keys, columns=_COLUMNS, meta=meta,
                    device=item.device, identity={"settings": full, "input_size": meta["input_size"]},
                    desc=f"pointing {kind} {model_name} {spec.name}", progress=progress)
-    import pandas as pd
-
-    df = read_results(path)
-    df = df[(df["model"] == model_name) & (df["method"] == spec.name)]
-    return pointing_game_summary(pd.DataFrame(df), item.all.num_classes)
+    return _file_summary(path, model_name, spec.name, item.all.num_classes)

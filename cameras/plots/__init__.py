@@ -43,6 +43,9 @@ __all__ = [
     "page_figure",
     "map_grid",
     "overlay_grid",
+    "capture_walk",
+    "fusion_check",
+    "stored_map",
     "chart",
     "style",
     "legend_below",
@@ -55,6 +58,7 @@ __all__ = [
     "display_label",
     "method_label",
     "model_label",
+    "class_label",
     "heading",
     "table",
 ]
@@ -106,6 +110,14 @@ def model_label(name: str) -> str:
     from ..models import label
 
     return label(name)
+
+
+def class_label(c: int, n: int = 18) -> str:
+    """The name of ImageNet class ``c``, cut to ``n`` characters with an ellipsis."""
+    from ..data import imagenet_classes
+
+    name = imagenet_classes()[int(c)]
+    return name if len(name) <= n else name[: n - 1] + "…"
 
 
 def heading(column: str) -> str:
@@ -237,6 +249,68 @@ def overlay_grid(
                              title=col, note=note))
         rows.append(row)
     return map_grid(rows, row_titles=row_titles, **kwargs)
+
+
+def stored_map(a: Any) -> Any:
+    """A map as :class:`cameras.engine.MapStore` stores it (uint8) as floats in [0, 1]; other
+    maps and ``None`` (not stored) as they are."""
+    return a.astype(np.float32) / 255.0 if isinstance(a, np.ndarray) and a.dtype == np.uint8 else a
+
+
+def _unit(t: Any) -> Any:  # a map normalised to [0, 1] on the CPU
+    from ..core import normalize_maps
+
+    return normalize_maps(t.detach().float().cpu()[None])[0]
+
+
+def capture_walk(lm, cam, cap, b: int = 0, sizes: Sequence[int] | None = None,
+                 channels: Sequence[int] = (), title: str | None = None):
+    """Algorithm 1 step by step on image ``b`` of a :meth:`cameras.Cameras.capture` with
+    ``keep_inputs=True`` (``lm``: its :class:`~cameras.models.LoadedModel`, ``cam``: the
+    :class:`~cameras.Cameras`). Columns = sizes; rows: the upsampled input (top-1, kept or not),
+    :math:`\\|A_s\\|` and two channels of :math:`A_s` on the layer's grid (the gradient of the
+    first in the note; default: :func:`cameras.methods.cam.top_channels`), and the map of that
+    size alone on the input grid."""
+    from ..methods.cam import top_channels
+
+    if not cap.inputs:
+        raise ValueError("capture_walk needs a capture with keep_inputs=True")
+    channels = list(channels)[:2] or top_channels(cap, b, 2)
+    rows: list[list[Panel]] = [[] for _ in range(3 + len(channels))]
+    for v in (cap.sizes if sizes is None else sizes):
+        i = cap.index(v)
+        x, A, g = cap.inputs[i][b], cap.activations[i][b], cap.gradients[i][b, 0, channels[0]]
+        g = g.float()
+        kept = "kept" if bool(cap.kept[i, b]) else "dropped"
+        rows[0].append(Panel(image=lm.to_image(x), title=f"{v} px",
+                             note=f"{lm.classes[int(cap.top1[i, b])][:12]} ({kept})"))
+        rows[1].append(Panel(map=_unit(A.norm(dim=0)), note="grid {}x{}".format(*A.shape[-2:])))
+        spread = f"G: {float(g.mean()):.2e} ± {float(g.max() - g.min()):.0e}"
+        for r, c in enumerate(channels):
+            rows[2 + r].append(Panel(map=_unit(A[c]), note="" if r else spread))
+        rows[-1].append(Panel(map=cam.fuse(cap, 0, [v], keep="all")[b],
+                              image=lm.to_image(cap.inputs[0][b])))
+    titles = ["input", "‖A_s‖", *(f"A_s, ch. {c}" for c in channels), "size alone"]
+    return map_grid(rows, row_titles=titles, title=title,
+                    colorbar="normalised per panel (0 = low, 1 = high)")
+
+
+def fusion_check(lm, image: Any, manual: Mapping[str, Any], cam_map: Any, channel: int,
+                 title: str | None = None):
+    """Algorithm 1 by hand against :class:`cameras.Cameras` for one image (``manual``:
+    :func:`cameras.reference.manual_fusion`). Top: :math:`\\|\\bar A\\|`, one channel of
+    :math:`\\bar A` and of :math:`\\bar G` on the input grid; bottom: the literal map, the
+    :class:`cameras.Cameras` map ``cam_map``, their difference."""
+    rgb, g = lm.to_image(image), manual["gbar"][channel].float()
+    d = (manual["map"] - cam_map).abs().float().cpu()
+    rows = [[Panel(map=_unit(manual["abar_norm"]), title="‖Ā‖"),
+             Panel(map=_unit(manual["abar"][channel]), title=f"Ā, channel {channel}"),
+             Panel(map=_unit(g), title=f"Ḡ, channel {channel}",
+                   note=f"{float(g.mean()):.2e} ± {float(g.max() - g.min()):.0e}")],
+            [Panel(map=manual["map"], image=rgb, note="ReLU(Σ_k Ā_k Ḡ_k), by hand"),
+             Panel(map=cam_map, image=rgb, note="Cameras(...)"),
+             Panel(map=d / d.max().clamp_min(1e-30), note=f"|difference| / {float(d.max()):.1e}")]]
+    return map_grid(rows, row_titles=["Ā and Ḡ", "maps"], title=title)
 
 
 # ========================================================================================
