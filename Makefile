@@ -127,6 +127,7 @@ html: setup $(MATHJAX)
 	rm -rf $(HTML)
 	$(BIN)/jupyter-book build . --all -W --keep-going
 	$(BIN)/python book/scripts/check_offline.py $(HTML)
+	$(BIN)/python book/scripts/check_html.py $(HTML)
 
 book: setup $(MATHJAX) $(EXECUTED_NBS)
 	@$(MAKE) --no-print-directory html

@@ -807,15 +807,15 @@ PARAMETERS = {
     "norm": ("4", "p", "norm of the projection"),
     "radius": ("4", "ε", "radius of the ball, pixel units (images in [0, 1])"),
     "refine_steps": ("5", "R", "refinement steps"),
-    "refine_samples": ("5", "M", "fresh samples per refinement step (None: N)"),
+    "refine_samples": ("5", "M", "fresh samples per refinement step (default: N)"),
     "refine_step_size": ("5", "β", "refinement step, in units of the ball's RMS scale"),
     "smooth_sigma": ("5", "ς", "Gaussian blur of the refinement step, pixels (0: none)"),
 }
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, key: str = "") -> str:
     if v is None:
-        return "None"
+        return "= N" if key == "refine_samples" else "not set"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -828,9 +828,9 @@ def parameter_table(cfg: dict[str, Any], backdoor: dict[str, Any] | None = None)
 
     rows = []
     for k, (step, sym, what) in PARAMETERS.items():
-        row = {"step": step, "symbol": sym, "parameter": k, "meaning": what, "ImageNet maps": _fmt(cfg.get(k))}
+        row = {"step": step, "symbol": sym, "parameter": k, "meaning": what, "ImageNet maps": _fmt(cfg.get(k), k)}
         if backdoor is not None:
-            row["backdoor maps"] = _fmt(backdoor.get(k))
+            row["backdoor maps"] = _fmt(backdoor.get(k), k)
         rows.append(row)
     return pd.DataFrame(rows)
 

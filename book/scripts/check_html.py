@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 ABS_PATH = re.compile(r"(?<![\w.:/])(/(tmp|work|root|home|Users|var|opt)/[\w.@+-]+/|[A-Z]:\\\\[\w])")
-MISSING = {"nan", "none", "<na>", "nat"}
+MISSING = {"nan", "<na>", "nat"}  #: any case; and Python's "None" (the English "none" is a word)
 
 
 class _Page(HTMLParser):
@@ -75,7 +75,7 @@ def check(root: Path) -> list[str]:
         text = " ".join(doc.text)
         for m in sorted(set(m.group(0) for m in ABS_PATH.finditer(text)))[:3]:
             problems.append(f"{rel}: shows an absolute path {m!r}")
-        bad = [c for c in doc.cells if c.lower() in MISSING]
+        bad = [c for c in doc.cells if c.lower() in MISSING or c == "None"]
         if bad:
             problems.append(f"{rel}: {len(bad)} table cell(s) read {bad[0]!r}")
         loose = sum(1 for out, fig in doc.images if out and not fig)
