@@ -71,7 +71,9 @@ def _method(n: Mapping[str, Any]) -> list[Claim]:
     ok = [N for N in sp if 5 <= int(N) <= 10]
     low = min((sp[N] for N in ok), default=math.nan)
     v2 = "reproduced" if low >= 0.95 else ("partly" if low >= 0.9 else "not reproduced")
-    base = f"{n['model']}, {n['n_images']} images"
+    from .models import label
+
+    base = f"{label(n['model'])}, {n['n_images']} images"
     return [
         Claim("alg1-size", "Sec. 3.4", "Map quality saturates near 1000 px for 224 px inputs",
               f"~{STATED['max_size']['value']} px", f"one more size changes the map little "
@@ -179,12 +181,15 @@ def _density(n: Mapping[str, Any]) -> list[Claim]:
         ours += "; the rho+ intervals (95 %, bootstrap over images) of CAMERAS and the runner-up overlap"
     if missing:
         ours += "; not recomputed on this CPU: " + ", ".join(map(label, missing))
-    paper = "; ".join(f"{r.paper_model} {r.method} {r.rho_plus:.2f}/{r.rho_minus:.2f}"
+    from .methods import label as method_label
+
+    paper = "; ".join(f"{r.paper_model} {method_label(r.method)} {r.rho_plus:.2f}/{r.rho_minus:.2f}"
                       for r in t2[t2["method"] == "cameras"].itertuples())
     return [
         Claim("table2", "Table 2", "Map density (rho+/rho-) of NormGrad, Grad-CAM and CAMERAS on "
               "ResNet, DenseNet, Inception (ImageNet val): 18 values", "; ".join(
-                  f"{r.paper_model} {r.method} {r.rho_plus:.2f}/{r.rho_minus:.2f}" for r in t2.itertuples()),
+                  f"{r.paper_model} {method_label(r.method)} {r.rho_plus:.2f}/{r.rho_minus:.2f}"
+                  for r in t2.itertuples()),
               "not run: needs ImageNet val and torchvision weights (chapter 4 has the code path)",
               "not testable offline", "the paper's models and data are needed", "04_table2_map_density"),
         Claim("table2-rank", "Sec. 4.2, Table 2", "CAMERAS has the best map density (highest rho+, "
