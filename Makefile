@@ -42,7 +42,7 @@ export JUPYTER_PLATFORM_DIRS ?= 1
 
 PIP_FLAGS := --progress-bar off
 
-.PHONY: help setup kernel mathjax execute book html check-offline check-html screenshots test lint pytest nbval \
+.PHONY: help setup kernel mathjax execute check-data book html check-offline check-html screenshots test lint pytest nbval \
         print-chapters clean clean-book distclean FORCE
 
 help:
@@ -122,6 +122,11 @@ $(EXECUTED)/%.ipynb: notebooks/%.ipynb $(EXECUTED)/.profile $(PACKAGE_SRC) $(STA
 
 execute: $(EXECUTED_NBS)
 
+# The chapters and the tests read the 1000-image ImageNet sample (never copied into the repo).
+SAMPLE := $(or $(CAMERAS_IMAGENET_SAMPLE),../shared/data/imagenet-sample)
+check-data:
+	@test -d "$(SAMPLE)" || { echo "make: no ImageNet sample at $(SAMPLE) (1000 images, file i = class i): set CAMERAS_IMAGENET_SAMPLE to its folder" >&2; exit 2; }
+
 # ---------------------------------------------------------------------------- book
 html: setup $(MATHJAX)
 	rm -rf $(HTML)
@@ -129,7 +134,7 @@ html: setup $(MATHJAX)
 	$(BIN)/python book/scripts/check_offline.py $(HTML)
 	$(BIN)/python book/scripts/check_html.py $(HTML)
 
-book: setup $(MATHJAX) $(EXECUTED_NBS)
+book: check-data setup $(MATHJAX) $(EXECUTED_NBS)
 	@$(MAKE) --no-print-directory html
 	@echo "Book: $(HTML)/index.html  (chapters: $(CHAPTERS); PROFILE=$(PROFILE))"
 
@@ -177,7 +182,7 @@ nbval: setup
 	$(call run_pytest,notebooks,-p no:cacheprovider --nbval-lax --nbval-kernel-name cameras --junit-xml=$(REPORTS)/notebooks.xml $(SOURCE_NBS))
 
 # All three phases run even if one fails (make -k), then the summary; any failure -> exit 1.
-test: setup
+test: check-data setup
 	@start=$$(date +%s); rm -rf $(REPORTS); rc=0; \
 	$(MAKE) --no-print-directory -k lint pytest nbval || rc=1; \
 	echo "== make test summary (ruff, pytest tests/, nbval on $(words $(SOURCE_NBS)) chapter(s))"; \
