@@ -178,7 +178,7 @@ def test_committed_offline_results_load_without_computing(tmp_path, monkeypatch)
     for fn in ("cascading_randomization", "adversarial_sanity", "class_spearman"):
         monkeypatch.setattr(cameras.sanity, fn, lambda *a, **k: pytest.fail("computed"))
     res = S.run("offline", results=tmp_path, device="cpu", progress=False)
-    assert {k: len(v) for k, v in res.items()} == {"cascade": 1152, "adversarial": 3000, "class_sensitivity": 744}
+    assert {k: len(v) for k, v in res.items()} == {"cascade": 1152, "adversarial": 3000, "class_sensitivity": 12 * 20 + 2 * 4}
     maps = S.cascade_maps(S.settings("offline"), results=tmp_path)
     assert maps["depths"] == [0, 1, 2, 3, 6, 11, 16, 21] and maps["maps"]["cameras"].shape == (8, 1, 224, 224)
     assert sorted(p.name for p in (tmp_path / "sanity").iterdir()) == sorted(p.name for p in stored.iterdir())
