@@ -177,6 +177,9 @@ def _density(n: Mapping[str, Any]) -> list[Claim]:
                    for d in black.values())
     verdict = ("reproduced" if both == 2 * len(black) and black and resolved and not missing
                else "partly" if both else "not reproduced")
+    if len(best_plus) < len(black):
+        ours += ("; CAMERAS has the highest rho+ on " + (", ".join(map(label, best_plus)) or "none")
+                 + f" of {len(black)}, the lowest rho- on " + (", ".join(map(label, best_minus)) or "none"))
     if not resolved:
         ours += "; the rho+ intervals (95 %, bootstrap over images) of CAMERAS and the runner-up overlap"
     if missing:

@@ -314,12 +314,16 @@ def test_identity_records_every_methods_settings_layer_and_keep_rule():
     assert m["gradcam"]["layer"] == m["cameras"]["layer"] == "_head_act" and m["gradient"]["layer"] is None
     lite2 = D.EXPERIMENT.identity_of(s, "imagenet_sample_efficientnet_lite2.csv")["methods"]
     assert lite2["cameras"]["sizes"][0] == 260 and lite2["normgrad"]["layer"] == "_blocks.14"
-    # the offline profile computes CAMERAS and NormGrad on a spread subset of Lite0 only
+    # the offline profile computes CAMERAS and NormGrad on the same spread subset of every model
     units = D.EXPERIMENT.units(s)
+    for model in s["models"]:
+        n_cam = {k[2] for u in units for k in u.keys if k[:2] == (model, "cameras")}
+        n_gc = {k[2] for u in units for k in u.keys if k[:2] == (model, "gradcam")}
+        assert len(n_cam) == s["method_images"]["cameras"] < len(n_gc) == len(D.items(s))
+    # a skipped (model, method) has no unit
+    units = D.EXPERIMENT.units(D.settings("offline", skip={"efficientnet_lite1": ["cameras"]}))
     keys = {(k[0], k[1]) for u in units for k in u.keys}
     assert ("efficientnet_lite1", "cameras") not in keys and ("efficientnet_lite1", "gradcam") in keys
-    n_cam = {k[2] for u in units for k in u.keys if k[:2] == ("efficientnet_lite0", "cameras")}
-    assert len(n_cam) == s["method_images"]["cameras"] < len(D.items(s))
 
 
 def test_changed_settings_on_complete_results_are_an_error_not_old_rows(tmp_path):
@@ -372,8 +376,9 @@ def test_committed_results_match_the_offline_profile_and_feed_the_verdict():
         assert {k: v for k, v in stored["methods"].items() if k in want["methods"]} == want["methods"]
     assert D.EXPERIMENT.pending(s, folder, D.EXPERIMENT.units(s)) == []
     v = D.verdict_numbers(REPO_ROOT / "results")
-    assert v["models"] == ["efficientnet_lite0"] and v["n_images"] == s["method_images"]["cameras"]
-    r = v["black"]["efficientnet_lite0"]
-    assert set(r) == set(D.PAPER_METHODS)
-    assert all(x["rho_plus_lo"] <= x["rho_plus"] <= x["rho_plus_hi"] for x in r.values())
-    assert 1 <= v["sizes_kept"]["efficientnet_lite0"] <= 8
+    assert v["models"] == s["models"] and v["n_images"] == s["method_images"]["cameras"]
+    for model in s["models"]:
+        r = v["black"][model]
+        assert set(r) == set(D.PAPER_METHODS)
+        assert all(x["rho_plus_lo"] <= x["rho_plus"] <= x["rho_plus_hi"] for x in r.values())
+        assert 1 <= v["sizes_kept"][model] <= 8

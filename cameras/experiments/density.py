@@ -73,11 +73,9 @@ class Density(Experiment):
         "ci": {"models": ["efficientnet_lite0"], "n_images": 4, "extra_methods": [],
                "cameras_sizes": [224, 324, 424], "insdel_steps": 4, "batch_size": 4,
                "eval_batch": 32, "loader_workers": 0},
-        # the shared 2-core CPU (8 jobs at once) recomputed CAMERAS (Algorithm 1's keep rule) and
-        # NormGrad (the authors' layer) on 32 evenly spaced images of Lite0 only
-        "offline": {"method_images": {"cameras": 32, "normgrad": 32}, "batch_size": 16,
-                    "skip": {"efficientnet_lite1": ["cameras", "normgrad"],
-                             "efficientnet_lite2": ["cameras", "normgrad"]}},
+        # the shared 2-core CPU recomputed CAMERAS (Algorithm 1's keep rule) and NormGrad (the
+        # authors' layer) on 32 evenly spaced images of each model; a GPU: --set 'method_images={}'
+        "offline": {"method_images": {"cameras": 32, "normgrad": 32}, "batch_size": 16},
         "paper": {"data": "imagenet_val", "models": ["resnet50", "densenet121", "inception_v3"],
                   "extra_methods": [], "batch_size": 32},
     }
