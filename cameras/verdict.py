@@ -21,7 +21,7 @@ profile), not the paper's models and data, which every row says.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,6 +47,11 @@ class Claim:
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"{self.id}: verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+def _on_every(hits: Sequence[Any], of: Sized, best: str = "reproduced") -> str:
+    """``best`` if the claim holds on every model of ``of``, "partly" on some, else "not reproduced"."""
+    return best if len(hits) == len(of) else ("partly" if hits else "not reproduced")
 
 
 def _f(v: float, d: int = 2) -> str:
@@ -138,7 +143,7 @@ def _pointing(n: Mapping[str, Any]) -> list[Claim]:
               "object more often than any other method's)", "best in 7 of 8 columns of its own "
               f"Table 1; below {', '.join(below.iloc[0]['below'])} on VOC07 VGG16 All",
               f"grid pointing game (proxy), {OFFLINE}: {ours}",
-              "reproduced" if len(top_share) == len(grid) else ("partly" if top_share else "not reproduced"),
+              _on_every(top_share, grid),
               "on our grid proxy: reproduced if CAMERAS has the largest mass in the right cell on "
               "every model, partly on some, not reproduced on none", "03_table1_pointing_game"),
         Claim("error-27.5", "Sec. 1, 4.2", "Up to 27.5 % error reduction in the pointing game",
@@ -237,7 +242,7 @@ def _analysis(n: Mapping[str, Any]) -> list[Claim]:
         Claim("fig5", "Fig. 5, Sec. 5", "CAMERAS tells 'chain-link fence' from 'swing' (knots vs "
               "larger chain structures)", "qualitative (figure)",
               f"similarity of the two classes' maps on the same images (lower = more distinct): {ours5}",
-              "partly" if len(fewer) == len(f5) else ("partly" if fewer else "not reproduced"),
+              _on_every(fewer, f5, best="partly"),
               "a visual claim: partly if CAMERAS' two maps differ more than Grad-CAM's on some "
               "model, not reproduced on none", "05_analysis"),
     ]
@@ -263,9 +268,8 @@ def _attacks(n: Mapping[str, Any]) -> list[Claim]:
                      for r in worked)
     lit = ", ".join(f"{where(r)}: {_f(100 * r['focused_success'], 0)} % of {r['n_images']} images"
                     for r in literal)
-    v = "not reproduced" if literal and all(r["focused_success"] == 0 for r in literal) else "partly"
-    if worked and v == "not reproduced":
-        v = "partly"
+    failed = literal and not worked and all(r["focused_success"] == 0 for r in literal)
+    v = "not reproduced" if failed else "partly"
     return [
         Claim("eq4", "Sec. 6, Eq. 4", "CAMERAS-focused PGD reaches 99.99 % confidence with a 56.5 % "
               "smaller perturbation (ResNet-50, ImageNet val)", f"{n['paper_l2_change_pct']} %",
@@ -294,7 +298,7 @@ def _sanity(n: Mapping[str, Any]) -> list[Claim]:
         Claim("fig1", "Fig. 1, Sec. 3.4.1", "CAMERAS passes the cascading-randomisation sanity "
               "check (maps change once the top layers are random)", "passes (figure, ResNet)",
               f"mean Spearman with the original map after randomising the top block: {ours}",
-              "reproduced" if len(passes) == len(cas) else ("partly" if passes else "not reproduced"),
+              _on_every(passes, cas),
               "reproduced if CAMERAS' similarity with the original map is <= 0.3 once the top "
               "block is random, on every model studied", "07_sanity"),
         Claim("sec6.1", "Sec. 6.1", "A pixel-wise adversarial sanity check that precise maps pass",

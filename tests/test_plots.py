@@ -85,3 +85,10 @@ def test_tidy_charts_label_from_the_registries():
     assert len(line_chart(df, x="depth", y="share", hue="method", panel="model").axes) == 2
     assert box_chart(df, x="method", y="share", hue="model").axes[0].get_yscale() == "linear"
     assert len(scatter_chart(df, x="share", y="lo", hue="model", marker="method").legends) == 1
+
+
+def test_glued_text_reads_as_plain_text():
+    from cameras.plots import _Plain
+
+    assert repr(_Plain("CAMERAS 82.9 %")) == "CAMERAS 82.9 %"  # a glued str would show its quotes
+    assert repr(_Plain(0.5)) == "0.5" and repr(_Plain(None)) == "None"

@@ -35,6 +35,7 @@ from ..viz import as_map, as_rgb_uint8, overlay
 
 __all__ = [
     "PAGE_PX",
+    "glue_text",
     "DPI",
     "PAGE_IN",
     "MIN_PANEL_PX",
@@ -529,6 +530,24 @@ def scatter_chart(df, *, x: str, y: str, hue: str | None = None, marker: str | N
 # ========================================================================================
 # tables
 # ========================================================================================
+class _Plain:
+    """A value whose text/plain form is ``str(value)``: glued, it reads as plain text (a glued
+    str would show its quotes)."""
+
+    def __init__(self, value: Any):
+        self.s = str(value)
+
+    def __repr__(self) -> str:
+        return self.s
+
+
+def glue_text(name: str, value: Any) -> None:
+    """Glue ``value`` under ``name`` for ``{glue:text}`` in the page's prose (not displayed here)."""
+    from myst_nb import glue
+
+    glue(name, _Plain(value), display=False)
+
+
 def table(df, *, index: bool = False, decimals: int | Mapping[str, int] = 2,
           headings: Mapping[str, str] | None = None, missing: str = "not run",
           labels: bool = True, caption: str | None = None):
