@@ -127,7 +127,7 @@ class AgnosticExperiment(Experiment):
         return {"method": A.CITATION, "reading": "cameras.agnostic (our reading of the abstract)"}
 
     def compute(self, ctx: Context, unit: Unit) -> list[dict[str, Any]]:
-        return globals()[f"_{unit.table}"](ctx, unit)
+        return _COMPUTE[unit.table](ctx, unit)
 
     def load(self, s: Mapping[str, Any], results=None) -> dict[str, pd.DataFrame]:  # {table: rows}
         return {t: self.rows(s, results, list(self.units(s)), table=t) for t in self.tables}
@@ -197,6 +197,11 @@ def _imagenet_backdoor(ctx: Context, unit: Unit) -> list[dict[str, Any]]:
     return [{"trial": unit.data, **r} for r in BD.imagenet_trial(
         lm, x01, labels, unit.data, A.AgnosticConfig(**s["agnostic"]), seed=s["seed"], threshold=s["anomaly_threshold"],
         batch_size=s["batch_size"], progress=ctx.progress, **s["imagenet_backdoor"])]
+
+
+#: the unit function of each table
+_COMPUTE = {"fidelity": _fidelity, "cameras": _cameras, "sanity": _sanity, "backdoor": _backdoor,
+            "imagenet_backdoor": _imagenet_backdoor}
 
 
 # -- module-level API (the notebook and `python -m cameras.experiments agnostic`) ----------
